@@ -1,0 +1,40 @@
+"""``otasuke serve``: the web server (console, portal, ingest API) with the in-process worker."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from otasuke.cli_commands import open_database
+from otasuke.detect.engine import Detector
+from otasuke.pipeline import Pipeline
+from otasuke.settings import Settings, get_settings
+
+
+def serve(settings: Settings, detector: Detector | None = None) -> None:
+    import uvicorn
+
+    from otasuke.web.app import create_app
+
+    db = open_database(settings)
+
+    def make_pipeline() -> Pipeline:
+        d = detector or Detector.load(settings.rules_paths, settings.ioc_paths)
+        return Pipeline(db, settings, d)
+
+    app = create_app(settings, db=db, make_pipeline=make_pipeline)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port")] = None,
+) -> None:
+    """Serve the provider console, the customer portal and the ingest API."""
+    settings = get_settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    serve(settings)

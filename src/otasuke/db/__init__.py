@@ -1,0 +1,1 @@
+"""データベース (database): engine, sessions, models and Alembic migrations."""

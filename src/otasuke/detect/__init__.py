@@ -1,0 +1,1 @@
+"""検知 (detection): Sigma rules, IOC lists, device alerts passed through, heuristics."""

@@ -1,0 +1,1 @@
+"""インシデント: alerts grouped into incidents, severity, the SLA clock, the five steps."""

@@ -1,0 +1,1 @@
+"""取り込み (ingest): receivers, durable storage before acknowledgement, parsers."""

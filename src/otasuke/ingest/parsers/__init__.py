@@ -1,0 +1,113 @@
+"""Parser registry: one module per source format (STYLE §4).
+
+A parser turns one raw record (a text line or a JSON object) into an
+:class:`~otasuke.ingest.event.Event`, or raises
+:class:`~otasuke.errors.ParseError` naming the field and what was wrong. It never
+raises anything else: the pipeline quarantines the record with the error.
+
+A parser that also reads whole files (``otasuke import``) implements
+``sniff`` and ``read_file``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+from zoneinfo import ZoneInfo
+
+from otasuke.errors import OtasukeError, ParseError
+from otasuke.ingest.event import Event
+
+
+@dataclass(frozen=True, slots=True)
+class ParseContext:
+    """What a parser may know about where a record came from."""
+
+    sensor: str = "-"
+    """Sensor name (for error messages)."""
+    device_tz: ZoneInfo = ZoneInfo("Asia/Tokyo")
+    """Time zone of timestamps that carry no offset (Japanese UTMs log JST)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record read from a file, before parsing."""
+
+    format: str
+    raw: str | Mapping[str, Any]
+    location: str
+    """``file:line`` or ``file#record`` for messages."""
+
+
+class Parser(Protocol):
+    """Parses one raw record of one source format."""
+
+    name: ClassVar[str]
+
+    def parse(self, raw: str | Mapping[str, Any], ctx: ParseContext) -> Event: ...
+
+
+class FileParser(Parser, Protocol):
+    """A parser that can also recognise and read files of its format."""
+
+    def sniff(self, path: Path, head: bytes) -> bool: ...
+
+    def read_file(self, path: Path) -> Iterator[RawRecord]: ...
+
+
+PARSERS: dict[str, Parser] = {}
+
+
+class RegistryError(OtasukeError):
+    """A plugin registry was used wrongly."""
+
+
+def register_parser(parser: Parser) -> Parser:
+    """Add a parser under its ``name``; a second one with the same name is an error."""
+    if parser.name in PARSERS:
+        raise RegistryError(f"parser {parser.name!r} registered twice", hint="rename one")
+    PARSERS[parser.name] = parser
+    return parser
+
+
+def get_parser(name: str) -> Parser:
+    """The parser for an envelope's ``format``, or a ParseError listing the known ones."""
+    _load_builtin()
+    try:
+        return PARSERS[name]
+    except KeyError:
+        known = ", ".join(sorted(PARSERS))
+        raise ParseError(
+            f"unknown format {name!r}", field="format", hint=f"use one of: {known}"
+        ) from None
+
+
+def file_parsers() -> list[FileParser]:
+    _load_builtin()
+    return [p for p in PARSERS.values() if hasattr(p, "sniff") and hasattr(p, "read_file")]
+
+
+def parser_for_file(path: Path) -> FileParser:
+    """The parser that recognises this file, or a ParseError saying what is supported."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    for parser in file_parsers():
+        if parser.sniff(path, head):
+            return parser
+    known = ", ".join(sorted(p.name for p in file_parsers()))
+    raise ParseError(
+        "file format not recognised", source=str(path), hint=f"supported formats: {known}"
+    )
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from otasuke.ingest.parsers import evtx, fortigate, jsonl, suricata  # noqa: F401

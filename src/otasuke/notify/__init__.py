@@ -1,0 +1,1 @@
+"""通知 (notification): channels and messages, Japanese first."""

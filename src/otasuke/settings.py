@@ -1,0 +1,105 @@
+"""Settings (設定): OTASUKE_* environment variables over an optional TOML file (STYLE §7).
+
+Every field is documented where it is declared; docs/operator/settings.md lists
+them all and a test checks that it does.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("OTASUKE_DATA_DIR", "data")).resolve()
+
+
+class Settings(BaseSettings):
+    """Otasuke settings: OTASUKE_* env vars override the TOML file ``<data_dir>/otasuke.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OTASUKE_", extra="forbid", use_attribute_docstrings=True
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Data folder: the SQLite database, the Maildir of unsent mail, uploads."""
+    database_url: str | None = None
+    """SQLAlchemy URL; unset means SQLite (WAL) at <data_dir>/otasuke.db.
+    Example: postgresql+psycopg://user@127.0.0.1:5432/otasuke"""
+    host: str = "127.0.0.1"
+    """Address the web server listens on."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port the web server listens on."""
+    base_url: str = "http://127.0.0.1:8000"
+    """Public address of the console, used for links in mails."""
+    secret_key: str | None = None
+    """Key that signs session cookies; unset means one is made and kept in <data_dir>/secret.key."""
+    cookie_secure: bool = False
+    """Send session cookies only over HTTPS (set true behind TLS)."""
+    session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    """How long a login lasts."""
+    rules_paths: list[Path] = Field(default_factory=list)
+    """Sigma rule files or folders; empty means the SigmaHQ rules bundled with Otasuke."""
+    ioc_paths: list[Path] = Field(default_factory=list)
+    """IOC list files or folders; empty means the maltrail lists bundled with Otasuke."""
+    smtp_host: str | None = None
+    """SMTP server for notifications; unset means mail is written to <data_dir>/maildir."""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    """SMTP port (25, 587 with STARTTLS, 465 with implicit TLS)."""
+    smtp_tls: str = Field(default="none", pattern="^(none|starttls|implicit)$")
+    """SMTP transport security: none, starttls or implicit."""
+    smtp_username: str | None = None
+    """SMTP login name, if the server needs one."""
+    smtp_password: str | None = Field(default=None, repr=False)
+    """SMTP password (never logged)."""
+    mail_from: str = "otasuke@localhost"
+    """Sender address of notifications."""
+    desk_phone: str = "0120-000-000"
+    """Help desk phone number printed in notifications (相談窓口)."""
+    desk_email: str = "desk@otasuke.example"
+    """Help desk mail address printed in notifications."""
+    notify_target_minutes: int = Field(default=60, ge=1, le=60)
+    """REQ-MON-60MIN: minutes from first evidence within which the customer must be told."""
+    incident_window_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    """Alerts of one customer, host and rule family within this window join one incident."""
+    ingest_max_batch_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest ingest request body accepted (HTTP 413 above)."""
+    worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    """How often the in-process worker looks for accepted events not yet processed."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _default_data_dir() / "otasuke.toml"
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'otasuke.db'}"
+
+    @property
+    def maildir(self) -> Path:
+        return self.data_dir / "maildir"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
