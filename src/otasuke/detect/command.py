@@ -1,0 +1,221 @@
+"""``otasuke detect``: Sigma ルール評価 over log files, stand-alone (no database).
+
+Walks the given files and folders, parses every file a registered file parser
+recognises (EVTX today), matches each event against the Sigma rules (the bundled
+SigmaHQ Windows rules unless ``--rules`` is given) and writes one JSON line per match
+to stdout or ``--output``: the rule with its DRL 1.1 attribution (author, licence,
+link) and the event. Progress and the summary go to stderr, so stdout stays JSONL.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from otasuke.detect.sigma import RuleSet, default_rule_paths
+from otasuke.detect.sigma.rules import CompiledRule
+from otasuke.detect.sigma.view import EventView
+from otasuke.errors import OtasukeError, ParseError
+from otasuke.ingest.event import Event
+from otasuke.ingest.parsers import FileParser, ParseContext, parser_for_file
+
+_MAX_NOTES = 20
+
+
+class OutputFormat(StrEnum):
+    JSONL = "jsonl"
+    TABLE = "table"
+
+
+@dataclass
+class Tally:
+    """What one run saw (集計), for the summary."""
+
+    files: int = 0
+    skipped_files: int = 0
+    records: int = 0
+    parse_errors: int = 0
+    matches: int = 0
+    fired: Counter[str] = field(default_factory=Counter)
+    notes: int = 0
+
+
+def detect_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="EVTX files or folders (walked recursively).")
+    ],
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rules", help="Sigma rule file or folder; repeatable. Default: bundled rules."
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="jsonl (one match per line) or table.")
+    ] = OutputFormat.JSONL,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write matches here, not stdout.")
+    ] = None,
+) -> None:
+    """検知 / detect: match log files against Sigma rules, without a database."""
+    err = Console(stderr=True)
+    missing = [p for p in [*paths, *(rules or [])] if not p.exists()]
+    if missing:
+        for path in missing:
+            err.print(f"[red]見つかりません / not found:[/red] {path}")
+        raise typer.Exit(2)
+    started = time.perf_counter()
+    ruleset = _load_rules(rules or default_rule_paths(), err)
+    # The compiled rules are long-lived: move them out of the cyclic GC's sight, or every
+    # full collection during the scan walks them again (measured: ~2× slower scan).
+    gc.collect()
+    gc.freeze()
+    loaded = time.perf_counter()
+    tally = Tally()
+    rows: list[dict[str, Any]] = []
+    sink: IO[str] = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        files = list(_walk(paths))
+        with _progress(err) as progress:
+            task = progress.add_task("検知 / detect", total=len(files))
+            for path in files:
+                for row in _scan_file(path, ruleset, tally, err):
+                    if output_format is OutputFormat.JSONL:
+                        sink.write(orjson.dumps(row, default=str).decode() + "\n")
+                    else:
+                        rows.append(row)
+                progress.advance(task)
+        if output_format is OutputFormat.TABLE:
+            Console(file=sink, width=200 if output else None).print(_table(rows))
+    finally:
+        if output:
+            sink.close()
+        else:
+            sink.flush()
+    _summary(err, ruleset, tally, load_s=loaded - started, scan_s=time.perf_counter() - loaded)
+
+
+def _load_rules(paths: list[Path], err: Console) -> RuleSet:
+    with _progress(err) as progress:
+        task = progress.add_task("ルール読込 / loading rules", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return RuleSet.load(paths, progress=advance)
+
+
+def _progress(err: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _walk(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        else:
+            yield path
+
+
+def _scan_file(
+    path: Path, ruleset: RuleSet, tally: Tally, err: Console
+) -> Iterator[dict[str, Any]]:
+    try:
+        parser: FileParser = parser_for_file(path)
+    except (ParseError, OSError) as error:
+        tally.skipped_files += 1
+        _note(err, tally, f"スキップ / skipped: {error}")
+        return
+    tally.files += 1
+    ctx = ParseContext(sensor=str(path))
+    for record in parser.read_file(path):
+        tally.records += 1
+        try:
+            event = parser.parse(record.raw, ctx)
+        except OtasukeError as error:
+            tally.parse_errors += 1
+            _note(err, tally, f"解析エラー / parse error {record.location}: {error}")
+            continue
+        for rule in ruleset.matching_rules(EventView(event.fields)):
+            tally.matches += 1
+            tally.fired[rule.info.id] += 1
+            yield _match_row(rule, event, path)
+
+
+def _note(err: Console, tally: Tally, text: str) -> None:
+    tally.notes += 1
+    if tally.notes <= _MAX_NOTES:
+        err.print(text, markup=False, highlight=False)
+    elif tally.notes == _MAX_NOTES + 1:
+        err.print("… (further notes left out; see the summary)")
+
+
+def _match_row(rule: CompiledRule, event: Event, path: Path) -> dict[str, Any]:
+    info = rule.info
+    return {
+        "rule_id": info.id,
+        "rule_title": info.title,
+        "level": info.level,
+        "rule_author": info.author,
+        "rule_licence": info.licence,
+        "rule_licence_url": info.licence_url,
+        "rule_url": info.rule_url,
+        "file": str(path),
+        "record_id": event.record_id,
+        "timestamp": event.observed_at.isoformat().replace("+00:00", "Z"),
+        "computer": event.host,
+        "event": dict(event.fields),
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Sigma 検知 / matches: {len(rows)}")
+    for column in ("時刻 / time (UTC)", "端末 / computer", "level", "rule", "author", "record"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["timestamp"],
+            row["computer"] or "-",
+            row["level"],
+            row["rule_title"],
+            row["rule_author"],
+            f"{Path(row['file']).name}#{row['record_id']}",
+        )
+    return table
+
+
+def _summary(err: Console, ruleset: RuleSet, tally: Tally, *, load_s: float, scan_s: float) -> None:
+    rate = tally.records / scan_s if scan_s > 0 else 0.0
+    reasons = Counter(r.reason.split(":")[0] for r in ruleset.refused)
+    err.print(
+        f"ファイル / files: {tally.files} (スキップ / skipped {tally.skipped_files})  "
+        f"レコード / records: {tally.records}  解析エラー / parse errors: {tally.parse_errors}\n"
+        f"検知 / matches: {tally.matches}  発火ルール / rules fired: {len(tally.fired)}  "
+        f"{rate:,.0f} events/s ({scan_s:.2f} s; rules loaded in {load_s:.2f} s)\n"
+        f"ルール / rules: {len(ruleset.rules)} loaded, {len(ruleset.refused)} refused",
+        highlight=False,
+    )
+    for reason, count in reasons.most_common():
+        err.print(f"  refused {count}: {reason}", markup=False, highlight=False)

@@ -1,0 +1,313 @@
+"""Windows イベントログ (EVTX) parser: records as rendered by the ``evtx`` package.
+
+``parse`` flattens one record (a dict with top key ``"Event"``, or its JSON text) into
+the field names Sigma rules use for Windows events:
+
+* ``System`` → ``EventID`` (always an int), ``Channel``, ``Computer``, ``Provider_Name``,
+  ``Provider_Guid``, ``Level``, ``Task``, ``Opcode``, ``Keywords``, ``EventRecordID``,
+  ``ProcessID``/``ThreadID`` (``Execution``), ``UserID`` (``Security``), ``TimeCreated``
+  (``SystemTime``); any other ``System`` child keeps its own name.
+* ``EventData`` named children → their own keys; the unnamed ``<Data>`` list → ``Data``.
+* ``UserData`` (and any other payload element, e.g. ``ProcessingErrorData``) → the keys of
+  its named child, nested elements flattened by their leaf names.
+
+Values keep the type the renderer gave (str, int, bool, None, or a list of those);
+``{"#text": …}`` wrappers are unwrapped. A payload key that would overwrite a ``System``
+field is kept as ``EventData.<key>``. No code is specific to one Event ID.
+
+``read_file`` signals a record the ``evtx`` library cannot read by yielding a
+:class:`RawRecord` whose ``raw`` is ``{"_parse_error": "<library message>"}``;
+``parse`` turns it into a :class:`ParseError` so the caller quarantines it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import evtx
+import orjson
+
+from otasuke.errors import ParseError
+from otasuke.ingest.event import Event, SourceFormat, content_id
+from otasuke.ingest.parsers import ParseContext, RawRecord, register_parser
+
+EVTX_MAGIC = b"ElfFile\x00"
+PARSE_ERROR_KEY = "_parse_error"
+"""Key of the placeholder record ``read_file`` yields for an unreadable record."""
+
+_MAX_CONSECUTIVE_ERRORS = 1000
+_PAYLOAD_SKIP = frozenset({"System", "#attributes", "RenderingInfo"})
+_ATTRIBUTE_NAMES = {
+    ("Provider", "Name"): "Provider_Name",
+    ("Provider", "Guid"): "Provider_Guid",
+    ("Provider", "EventSourceName"): "Provider_EventSourceName",
+    ("TimeCreated", "SystemTime"): "TimeCreated",
+}
+_SYSTEM_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?"
+)
+
+Scalar = str | int | float | bool | None
+FieldValue = Scalar | list[Scalar]
+
+
+class EvtxParser:
+    """EVTX (Windows イベントログ) records → 正規化イベント with Sigma field names."""
+
+    name: ClassVar[str] = "evtx"
+
+    def parse(self, raw: str | Mapping[str, Any], ctx: ParseContext) -> Event:
+        """One rendered record → Event; anything malformed → ParseError naming the field."""
+        record, text = _load(raw, ctx)
+        try:
+            return _to_event(record, text, ctx, canonical=not isinstance(raw, str | bytes))
+        except ParseError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as err:
+            # A shape no check above foresaw: still a ParseError, never another type.
+            raise ParseError(
+                f"malformed EVTX record: {type(err).__name__}: {err}",
+                field="Event",
+                source=ctx.sensor,
+            ) from err
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """An EVTX file starts with the file header magic ``ElfFile\\0``."""
+        return head.startswith(EVTX_MAGIC)
+
+    def read_file(self, path: Path) -> Iterator[RawRecord]:
+        """Every record of the file; an unreadable one as a ``_parse_error`` placeholder."""
+        try:
+            records = evtx.PyEvtxParser(str(path), 1).records_json()  # 1 thread: 2× faster here
+        except (OSError, RuntimeError, ValueError) as err:
+            yield _error_record(path, "file", err)
+            return
+        errors = 0
+        unreadable = 0
+        while True:
+            try:
+                item = next(records)
+            except StopIteration:
+                return
+            except (RuntimeError, ValueError, OSError) as err:
+                errors += 1
+                unreadable += 1
+                yield _error_record(path, f"unreadable-{unreadable}", err)
+                if errors >= _MAX_CONSECUTIVE_ERRORS:
+                    return
+                continue
+            errors = 0
+            if not isinstance(item, dict):
+                return
+            record_id = item.get("event_record_id")
+            try:
+                data = orjson.loads(item["data"])
+            except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+                yield _error_record(path, str(record_id), err)
+                continue
+            yield RawRecord(format="evtx", raw=data, location=f"{path}#{record_id}")
+
+
+def _error_record(path: Path, where: str, err: BaseException) -> RawRecord:
+    message = f"{type(err).__name__}: {err}"
+    return RawRecord(format="evtx", raw={PARSE_ERROR_KEY: message}, location=f"{path}#{where}")
+
+
+def _load(raw: str | Mapping[str, Any], ctx: ParseContext) -> tuple[Mapping[str, Any], str]:
+    """The record as a mapping and as JSON text."""
+    if isinstance(raw, str | bytes):
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise ParseError(
+                f"not JSON: {err}", field="raw", source=ctx.sensor, hint="one rendered record"
+            ) from None
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    else:
+        record = raw
+        text = ""
+    if not isinstance(record, Mapping):
+        raise ParseError(
+            f"expected a JSON object, got {type(record).__name__}",
+            field="Event",
+            source=ctx.sensor,
+        )
+    if PARSE_ERROR_KEY in record:
+        raise ParseError(
+            f"unreadable EVTX record: {record[PARSE_ERROR_KEY]}",
+            field="record",
+            source=ctx.sensor,
+            hint="the file is damaged at this record; the others are kept",
+        )
+    if not text:
+        try:  # sorted keys: the same bytes content_id() hashes, so it is serialised once
+            text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError as err:
+            raise ParseError(f"not JSON-serialisable: {err}", field="Event") from None
+    return record, text
+
+
+def _to_event(record: Mapping[str, Any], text: str, ctx: ParseContext, *, canonical: bool) -> Event:
+    event = record.get("Event")
+    if not isinstance(event, Mapping):
+        raise ParseError("missing or not an object", field="Event", source=ctx.sensor)
+    system = event.get("System")
+    if not isinstance(system, Mapping):
+        raise ParseError("missing or not an object", field="Event.System", source=ctx.sensor)
+    fields: dict[str, FieldValue] = {}
+    _flatten_system(system, fields)
+    fields["EventID"] = _event_id(system.get("EventID"), ctx)
+    for key, payload in event.items():
+        if key in _PAYLOAD_SKIP:
+            continue
+        if key == "UserData" and isinstance(payload, Mapping):
+            for child_key, child in payload.items():
+                if child_key != "#attributes":
+                    _flatten_payload(child, fields, system_keys=system.keys())
+        else:
+            _flatten_payload(payload, fields, system_keys=system.keys())
+    observed_at = _system_time(fields.get("TimeCreated"), ctx)
+    computer = fields.get("Computer")
+    record_id = fields.get("EventRecordID")
+    return Event(
+        event_id=content_id(text if canonical else record),
+        observed_at=observed_at,
+        source_format=SourceFormat.EVTX,
+        fields=fields,
+        host=computer if isinstance(computer, str) else None,
+        record_id=_as_int(record_id),
+        raw=text,
+    )
+
+
+def _flatten_system(system: Mapping[str, Any], fields: dict[str, FieldValue]) -> None:
+    for key, value in system.items():
+        if not isinstance(key, str):
+            raise ParseError("System keys must be strings", field="Event.System")
+        if isinstance(value, Mapping):
+            attributes = value.get("#attributes")
+            if isinstance(attributes, Mapping):
+                for attr, attr_value in attributes.items():
+                    name = _ATTRIBUTE_NAMES.get((key, attr), str(attr))
+                    fields[name] = _scalar(attr_value)
+            if "#text" in value:
+                fields[key] = _value(value["#text"])
+        elif value is not None:
+            fields[key] = _value(value)
+
+
+def _flatten_payload(
+    payload: Any, fields: dict[str, FieldValue], *, system_keys: Any, depth: int = 0
+) -> None:
+    """EventData / UserData child: named children become keys (nested ones by leaf name)."""
+    if payload is None:
+        return
+    if not isinstance(payload, Mapping):
+        fields.setdefault("Data", _value(payload))
+        return
+    for key, value in payload.items():
+        if key == "#attributes" or not isinstance(key, str):
+            continue
+        if key == "#text":
+            fields.setdefault("Data", _value(value))
+            continue
+        if type(value) is not str and isinstance(value, Mapping) and "#text" not in value:
+            if depth >= 8:
+                raise ParseError("elements nested too deeply", field=key)
+            _flatten_payload(value, fields, system_keys=system_keys, depth=depth + 1)
+            continue
+        name = f"EventData.{key}" if key in system_keys or key == "EventID" else key
+        if name in fields and depth > 0:
+            continue  # a nested leaf never overwrites a field seen before
+        fields[name] = _value(value)
+
+
+def _value(value: Any) -> FieldValue:
+    """Unwrap ``{"#text": …}``; lists stay lists of scalars."""
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool or kind is float:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):
+        if "#text" in value:
+            return _value(value["#text"])
+        return _scalar(value)
+    if isinstance(value, list | tuple):
+        return [_scalar(item) for item in value]
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Scalar:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping) and "#text" in value:
+        return _scalar(value["#text"])
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return str(value)
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _event_id(value: Any, ctx: ParseContext) -> int:
+    if isinstance(value, Mapping):
+        value = value.get("#text")
+    if isinstance(value, str):
+        value = value.strip()
+        if value.isascii() and value.isdigit():
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ParseError(
+        f"EventID must be an integer, got {value!r:.60}",
+        field="EventID",
+        source=ctx.sensor,
+        hint='System.EventID: 4688, "4688" or {"#text": 4688}',
+    )
+
+
+def _system_time(value: Any, ctx: ParseContext) -> datetime:
+    match = _SYSTEM_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ParseError(
+            f"TimeCreated.SystemTime missing or not ISO 8601: {value!r:.60}",
+            field="TimeCreated",
+            source=ctx.sensor,
+            hint="e.g. 2025-11-27T07:40:10.165324Z",
+        )
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = UTC
+    if offset and offset != "Z":
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        if delta >= timedelta(hours=24):
+            raise ParseError("time zone offset out of range", field="TimeCreated")
+        tz = timezone(sign * delta)
+    try:
+        stamp = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz
+        )
+        return stamp.astimezone(UTC)
+    except (ValueError, OverflowError) as err:
+        raise ParseError(
+            f"TimeCreated.SystemTime out of range: {value!r:.60} ({err})",
+            field="TimeCreated",
+            source=ctx.sensor,
+        ) from None
+
+
+register_parser(EvtxParser())
