@@ -157,7 +157,7 @@ def import_command(
 
 
 def print_summary(accepted: AcceptResult, result: ProcessResult) -> None:
-    table = Table(title="取り込み結果 / import result", show_header=False)
+    table = Table(title="取り込み結果 / import result", show_header=False, min_width=60)
     table.add_row("受け付けたイベント / events accepted", f"{accepted.accepted:,}")
     table.add_row("重複 / duplicates (already stored)", f"{accepted.duplicates:,}")
     table.add_row("拒否 / rejected (quarantined)", f"{len(accepted.rejected):,}")
@@ -166,7 +166,12 @@ def print_summary(accepted: AcceptResult, result: ProcessResult) -> None:
     table.add_row("通知 / notifications sent", f"{result.notified:,}")
     out.print(table)
     if accepted.rejected:
-        reasons = Counter(e.error.split(": ", 1)[-1][:120] for e in accepted.rejected)
-        out.print("[bold]拒否の理由 / reasons for rejection[/]")
+        reasons: Counter[str] = Counter()
+        example: dict[str, str] = {}
+        for e in accepted.rejected:
+            where, _, reason = e.error.rpartition(": ")
+            reasons[reason[:120]] += 1
+            example.setdefault(reason[:120], where)
+        out.print("[bold]拒否の理由 / reasons for rejection[/] (quarantined, see the console)")
         for reason, n in reasons.most_common(20):
-            out.print(f"  {n:>6,}  {reason}")
+            out.print(f"  {n:>6,}  {reason}  e.g. {example[reason]}", soft_wrap=True)

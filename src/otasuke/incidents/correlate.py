@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from otasuke.db.models import Alert, Incident, StoredEvent
-from otasuke.detect.detection import Detection
+from otasuke.detect.detection import Detection, DetectionSource
+from otasuke.incidents.explain import primary_tactic
 from otasuke.standard.incident import Severity, notify_deadline, severity_of, worst
 
 LATE_EVIDENCE = timedelta(minutes=10)
@@ -34,6 +35,16 @@ def sla_start(observed_at: datetime, received_at: datetime) -> datetime:
 
 
 def family_of(d: Detection) -> str:
+    """Rule family (grouping key): what kind of attack, not which of many rules saw it.
+
+    Sigma: the main ATT&CK tactic (a Mimikatz run fires several credential-access
+    rules at once: one incident, one mail); Suricata: the signature's category;
+    otherwise the detector and rule.
+    """
+    if d.source is DetectionSource.SIGMA and (tactic := primary_tactic(d.tags)):
+        return f"sigma:{tactic}"
+    if d.source is DetectionSource.SURICATA and (category := d.matched.get("alert.category")):
+        return f"suricata:{category}"[:300]
     return f"{d.source.value}:{d.rule_id}"[:300]
 
 

@@ -78,6 +78,12 @@ def tactics_of(tags: Iterable[str]) -> set[str]:
     return out
 
 
+def primary_tactic(tags: Iterable[str]) -> str | None:
+    """The most consequential ATT&CK tactic among the tags (TACTIC_ORDER), if any."""
+    tactics = tactics_of(tags)
+    return next((t for t in TACTIC_ORDER if t in tactics), None)
+
+
 def explain(
     severity: Severity, sources: Iterable[str], tags: Iterable[str], title: str
 ) -> Explanation:
