@@ -68,7 +68,7 @@ def test_req_mon_60min_serious_mail_reaches_only_its_customer(
             note = notify_incident(s, inc, channel, settings)
             assert note.status == "sent", note.error
     wait_for(lambda: len(inbox.messages) == 2)
-    tokai, sakura = inbox.messages
+    tokai, _sakura = inbox.messages
     assert inbox.envelopes[0][1] == ["suzuki@tokai-parts.example.jp"]
     assert inbox.envelopes[1][1] == ["office@sakura-clinic.example.jp"]
     assert tokai["Subject"].startswith("【重大】東海精密部品株式会社")

@@ -27,8 +27,13 @@ class Detector:
         self.iocs = iocs
 
     @classmethod
-    def load(cls, rule_paths: Sequence[Path] = (), ioc_paths: Sequence[Path] = (), *,
-             progress: Callable[[int, int], None] | None = None) -> Detector:
+    def load(
+        cls,
+        rule_paths: Sequence[Path] = (),
+        ioc_paths: Sequence[Path] = (),
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Detector:
         rules = RuleSet.load(list(rule_paths) or default_rule_paths(), progress=progress)
         iocs = IocSet.load(list(ioc_paths) or default_ioc_paths())
         return cls(rules, iocs)

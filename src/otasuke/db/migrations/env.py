@@ -8,6 +8,8 @@ from otasuke.db.engine import make_engine
 from otasuke.db.models import Base
 
 config = context.config
+
+
 def _url() -> str:
     given = config.get_main_option("sqlalchemy.url")
     if given:

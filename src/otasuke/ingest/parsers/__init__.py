@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from otasuke.errors import OtasukeError, ParseError
@@ -27,7 +27,7 @@ class ParseContext:
 
     sensor: str = "-"
     """Sensor name (for error messages)."""
-    device_tz: ZoneInfo = ZoneInfo("Asia/Tokyo")
+    device_tz: ZoneInfo = ZoneInfo("Asia/Tokyo")  # noqa: RUF009 (immutable, shared on purpose)
     """Time zone of timestamps that carry no offset (Japanese UTMs log JST)."""
 
 
@@ -86,7 +86,11 @@ def get_parser(name: str) -> Parser:
 
 def file_parsers() -> list[FileParser]:
     _load_builtin()
-    return [p for p in PARSERS.values() if hasattr(p, "sniff") and hasattr(p, "read_file")]
+    return [
+        cast(FileParser, p)
+        for p in PARSERS.values()
+        if hasattr(p, "sniff") and hasattr(p, "read_file")
+    ]
 
 
 def parser_for_file(path: Path) -> FileParser:
