@@ -1,0 +1,138 @@
+"""The FastAPI application: ingest API, provider console, customer portal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from otasuke.db.engine import Database
+from otasuke.errors import Forbidden, NotFound
+from otasuke.i18n import _
+from otasuke.pipeline import Pipeline
+from otasuke.settings import Settings, get_settings
+from otasuke.web import auth, console, portal
+from otasuke.web.api import ingest
+from otasuke.web.deps import CsrfError, LoginRequired, SessionMiddleware
+from otasuke.web.render import render
+from otasuke.worker import BackgroundWorker
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    make_pipeline: Callable[[], Pipeline] | None = None,
+) -> FastAPI:
+    """The app; with ``make_pipeline`` it also runs the in-process worker."""
+    settings = settings or get_settings()
+    db = db or Database(settings.effective_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if make_pipeline is not None:
+            worker = BackgroundWorker(make_pipeline, settings.worker_poll_seconds)
+            worker.start()
+        app.state.worker = worker
+        yield
+        if worker is not None:
+            worker.stop()
+
+    app = FastAPI(title="Otasuke", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.worker = None
+    app.include_router(ingest.router)
+    app.include_router(auth.router)
+    app.include_router(console.router)
+    app.include_router(portal.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_error_pages(app)
+    app.add_middleware(SessionMiddleware, db=db, settings=settings)
+    return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    """エラー画面: 403 / 404 / 500 in the user's language, never a stack trace."""
+    if _is_api(request):
+        return JSONResponse({"error": message}, status_code=status)
+    titles = {
+        403: _("This request was refused"),
+        404: _("Page not found"),
+        500: _("Something went wrong on our side"),
+    }
+    return render(
+        request,
+        "error.html",
+        {"status": status, "title": titles.get(status, _("Error")), "message": message},
+        status_code=status,
+    )
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """Map Otasuke's errors to pages: not yours = absent = 404 (REQ-TEAM)."""
+
+    def not_found_message() -> str:
+        return _("This page does not exist, or you have no access to it.")
+
+    async def on_not_found(request: Request, exc: Exception) -> Response:
+        return error_page(request, 404, not_found_message())
+
+    async def on_forbidden(request: Request, exc: Exception) -> Response:
+        # A role without the right sees the same as for an absent page.
+        return error_page(request, 404, not_found_message())
+
+    async def on_csrf(request: Request, exc: Exception) -> Response:
+        return error_page(request, 403, str(exc))
+
+    async def on_login(request: Request, exc: Exception) -> Response:
+        target = quote(request.url.path, safe="/")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_page(request, 404, not_found_message())
+        if _is_api(request):
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return error_page(request, exc.status_code, _("This request could not be handled."))
+
+    async def on_invalid(request: Request, exc: Exception) -> Response:
+        if _is_api(request):
+            assert isinstance(exc, RequestValidationError)
+            return JSONResponse(
+                {"error": "invalid request", "detail": exc.errors()}, status_code=422
+            )
+        if request.method == "GET":
+            return error_page(request, 404, not_found_message())
+        return error_page(request, 400, _("The form was incomplete. Please try again."))
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_page(
+            request, 500, _("Please try again later. If this keeps happening, call the help desk.")
+        )
+
+    app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(Forbidden, on_forbidden)
+    app.add_exception_handler(CsrfError, on_csrf)
+    app.add_exception_handler(LoginRequired, on_login)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(Exception, on_error)
