@@ -30,6 +30,15 @@ def parse(line: str, ctx: ParseContext = JST) -> Event:
     return PARSER.parse(line, ctx)
 
 
+def test_host_is_the_pc_concerned() -> None:
+    line = 'date=2026-11-24 time=10:00:00 devname="FG" type="traffic" srcip={s} dstip={d}{n}'
+    assert parse(line.format(s="192.168.1.5", d="8.8.8.8", n=' srcname="PC-07"')).host == "PC-07"
+    assert parse(line.format(s="203.0.113.9", d="192.168.1.2", n="")).host == "192.168.1.2"
+    assert parse(line.format(s="203.0.113.9", d="198.51.100.1", n="")).host == "FG"
+    vpn = 'date=2026-11-24 time=10:00:00 devname="FG" type="event" subtype="vpn" remip=1.2.3.4'
+    assert parse(vpn).host == "FG"
+
+
 def test_registered_under_its_format_name() -> None:
     assert isinstance(get_parser("fortigate"), FortiGateParser)
 
@@ -37,7 +46,8 @@ def test_registered_under_its_format_name() -> None:
 def test_utm_ips_line_keeps_fortigate_names() -> None:
     event = parse(IPS_LINE)
     assert event.source_format is SourceFormat.FORTIGATE
-    assert event.host == "FGT60F-Yamada"
+    assert event.host == "192.168.1.20"  # the office PC, not the UTM
+    assert event.fields["devname"] == "FGT60F-Yamada"
     assert event.fields["srcip"] == "192.168.1.20"
     assert event.fields["attack"] == "Backdoor.Cobalt.Strike.Beacon"
     assert event.fields["msg"] == 'backdoor: Backdoor.Cobalt.Strike.Beacon, "quoted" part'

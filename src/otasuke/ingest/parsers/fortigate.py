@@ -17,8 +17,10 @@ is present — epoch s/ms/µs/ns, unambiguous and more precise — and within 26
 of that reading (any time-zone error), it wins; a line with only ``eventtime``
 uses it.
 
-``host`` is ``devname`` (the UTM itself; ``devid`` without it). The internal PC
-of traffic logs stays in ``srcip``/``dstip`` for the incidents room to pick.
+``host`` is the PC concerned (社内端末), since that is what the customer must act on:
+the internal side of the traffic (``srcname`` when FortiGate knows the source PC's name,
+else the private address among ``srcip``/``dstip``); for logs about the UTM itself
+(VPN logins, system events) it is ``devname`` (``devid`` without it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, ClassVar
 
 from otasuke.errors import ParseError
 from otasuke.ingest.event import Event, SourceFormat, content_id
+from otasuke.ingest.netaddr import internal_host, is_internal
 from otasuke.ingest.parsers import ParseContext, RawRecord, register_parser
 from otasuke.ingest.parsers.jsonl import first_line, from_epoch, read_lines
 
@@ -180,6 +183,15 @@ def _offset(text: str) -> timezone | None:
     return timezone(-delta if sign == "-" else delta)
 
 
+def _host(pairs: dict[str, str]) -> str | None:
+    src, dst = pairs.get("srcip"), pairs.get("dstip")
+    if is_internal(src) and pairs.get("srcname"):
+        return pairs["srcname"]
+    if is_internal(src) or is_internal(dst):
+        return internal_host(src, dst)
+    return pairs.get("devname") or pairs.get("devid") or pairs.get("device_id") or None
+
+
 class FortiGateParser:
     """FortiGate ``key=value`` syslog (traffic, event, utm: ips/virus/webfilter …)."""
 
@@ -201,7 +213,7 @@ class FortiGateParser:
             )
         pairs = split_pairs(line)
         when = observed_at(pairs, ctx.device_tz)
-        host = pairs.get("devname") or pairs.get("devid") or pairs.get("device_id") or None
+        host = _host(pairs)
         return Event(
             event_id=content_id(line),
             observed_at=when,
