@@ -181,3 +181,33 @@ def test_reseller_and_partner(server: tuple[str, World], browser: Browser) -> No
     partner = _session(browser, base, "tech@kaketsuke.example.jp")
     expect(partner.get_by_text("まだ担当の作業はありません")).to_be_visible()
     _shot(partner, "partner_technician-console")
+
+
+def test_login_redirect_never_outruns_the_session(server: tuple[str, World]) -> None:
+    """A client that follows the login redirect at once must arrive logged in.
+
+    The session row used to be committed after the response was sent; a fast
+    client then reached /console before it existed and was sent back to /login.
+    """
+    import re
+
+    import httpx2
+
+    base, _world = server
+    sent_back = 0
+    for _ in range(20):
+        with httpx2.Client(base_url=base, follow_redirects=True, timeout=30) as client:
+            html = client.get("/login").text
+            match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+            assert match is not None
+            r = client.post(
+                "/login",
+                data={
+                    "email": "analyst@provider.example.jp",
+                    "password": DEMO_PASSWORD,
+                    "csrf_token": match.group(1),
+                },
+            )
+            assert r.status_code == 200
+            sent_back += r.url.path == "/login"
+    assert sent_back == 0

@@ -13,12 +13,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from otasuke.db.engine import Database
+
 OTASUKE = [sys.executable, "-m", "otasuke.cli"]
 
 
-def run(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    data_dir: Path, *args: str, check: bool = True, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OTASUKE_DATA_DIR": str(data_dir), "COLUMNS": "200"}
     env.pop("OTASUKE_DATABASE_URL", None)
+    if database_url is not None:
+        env["OTASUKE_DATABASE_URL"] = database_url
     env.pop("OTASUKE_SMTP_HOST", None)
     proc = subprocess.run([*OTASUKE, *args], capture_output=True, text=True, env=env, timeout=600)
     if check and proc.returncode != 0:
@@ -121,3 +127,15 @@ def test_import_reports_counts_and_rejections(demo_dir: Path, tmp_path: Path) ->
     out = run(demo_dir, "import", "--customer", "yamada-office", str(f), str(junk)).stdout
     assert "events accepted" in out and "2" in out
     assert "rejected" in out and "junk.bin" in out
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql(pg_db: Database, tmp_path: Path) -> None:
+    """OTASUKE_DATABASE_URL switches the same commands to PostgreSQL."""
+    run(tmp_path, "demo", "--no-serve", database_url=pg_db.url)
+    incidents = orjson.loads(
+        run(tmp_path, "incidents", "--format", "json", database_url=pg_db.url).stdout
+    )
+    assert {i["customer"] for i in incidents} == {"tokai-parts", "sakura-clinic", "yamada-office"}
+    assert any(i["severity"] == "serious" and i["notified_at"] for i in incidents)
+    assert not (tmp_path / "otasuke.db").exists()  # nothing went to SQLite

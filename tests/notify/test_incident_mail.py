@@ -75,7 +75,7 @@ def test_req_mon_60min_serious_mail_reaches_only_its_customer(
     body = tokai.get_body().get_content()  # type: ignore[union-attr]
     assert "PC-01" in body
     assert "パスワード" in body  # plain words for credential access, not the rule title alone
-    assert "LANケーブル" in body  # what to do now
+    assert "ケーブル" in body  # what to do now: unplug the network cable
     assert "0120-000-000" in body  # how to reach the desk
     assert "Florian Roth" in body  # DRL 1.1: the rule's author on every alert
     assert "さくら" not in body

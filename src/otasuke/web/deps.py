@@ -176,7 +176,12 @@ def get_settings(request: Request) -> Settings:
 
 
 def db_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
-    """One database session per request, committed when the page is done."""
+    """One database session per request, committed before the response is sent.
+
+    ``scope="function"`` below matters: with the default, the commit ran after
+    the response went out, and a browser following the login redirect at once
+    arrived before its session row existed and was sent back to the login page.
+    """
     with db.session() as s:
         yield s
 
@@ -244,7 +249,7 @@ async def check_csrf(request: Request) -> None:
         )
 
 
-DbSession = Annotated[Session, Depends(db_session)]
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 StaffUser = Annotated[CurrentUser, Depends(staff_user)]
 CustomerUser = Annotated[CurrentUser, Depends(customer_user)]

@@ -35,7 +35,14 @@ def run_offline() -> None:
 
 def run_online() -> None:
     engine = make_engine(url)
+    sqlite = url.startswith("sqlite")
     with engine.connect() as connection:
+        if sqlite:
+            # SQLite alters a table by copying it (batch mode); with foreign keys
+            # enforced, dropping the old copy fails once other rows refer to it.
+            # The pragma only works outside a transaction; it is restored below.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,
@@ -44,6 +51,11 @@ def run_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            if problems:
+                raise RuntimeError(f"migration left broken foreign keys: {problems[:5]}")
     engine.dispose()
 
 
