@@ -163,6 +163,8 @@ class Sensor(Base):
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
     last_event_at: Mapped[datetime | None]
     event_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    syslog_source: Mapped[str | None] = mapped_column(String(255), unique=True)
+    """Source address (IP) whose syslog belongs to this sensor."""
     __table_args__ = (UniqueConstraint("customer_id", "name"),)
 
 
