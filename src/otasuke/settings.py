@@ -75,6 +75,23 @@ class Settings(BaseSettings):
     """Largest ingest request body accepted (HTTP 413 above)."""
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     """How often the in-process worker looks for accepted events not yet processed."""
+    syslog_tcp_host: str = "127.0.0.1"
+    """Address of the syslog TCP receiver (0.0.0.0 to accept UTMs on the network)."""
+    syslog_tcp_port: int | None = Field(default=5514, ge=1, le=65535)
+    """Port of the syslog TCP receiver (LF or octet-counted framing); unset turns it off."""
+    syslog_udp_host: str = "127.0.0.1"
+    """Address of the syslog UDP receiver."""
+    syslog_udp_port: int | None = Field(default=5514, ge=1, le=65535)
+    """Port of the syslog UDP receiver (UDP cannot be acknowledged); unset turns it off."""
+    syslog_max_line_bytes: int = Field(default=65536, ge=1024)
+    """Longest syslog line accepted; longer lines are quarantined."""
+    spool_dir: Path | None = None
+    """Append-only spool where received lines are fsynced before acknowledgement;
+    unset means <data_dir>/spool."""
+    spool_fsync: bool = True
+    """fsync the spool before acknowledging (turn off only to measure its cost)."""
+    spool_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    """Size at which the spool starts a new segment file."""
 
     @classmethod
     def settings_customise_sources(

@@ -58,6 +58,7 @@ def customer_rows() -> list[dict[str, Any]]:
                     "last_event_at": x.last_event_at.isoformat() if x.last_event_at else None,
                     "events": x.event_count,
                     "token_prefix": x.token_prefix,
+                    "syslog_source": x.syslog_source,
                 }
                 for x in list_sensors(s, viewer, c.id)
             ]

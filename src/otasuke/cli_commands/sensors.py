@@ -20,6 +20,10 @@ def add(
     kind: Annotated[str, typer.Option("--kind", help=", ".join(admin.SENSOR_KINDS))],
     name: Annotated[str, typer.Option("--name", help="a name the customer recognises")],
     timezone: Annotated[str, typer.Option("--timezone", help="device clock zone")] = "Asia/Tokyo",
+    syslog_source: Annotated[
+        str | None,
+        typer.Option("--syslog-source", help="IP address the device sends syslog from"),
+    ] = None,
 ) -> None:
     """Register a sensor and print its ingest token (shown only this once)."""
     db = open_database()
@@ -30,7 +34,13 @@ def add(
             )
             org = access_customer_by_slug(s, viewer, customer)
             sensor, token = admin.add_sensor(
-                s, viewer, org, kind=kind, name=name, timezone=timezone
+                s,
+                viewer,
+                org,
+                kind=kind,
+                name=name,
+                timezone=timezone,
+                syslog_source=syslog_source,
             )
             sensor_id = sensor.id
     except OtasukeError as exc:

@@ -8,6 +8,7 @@ import typer
 
 from otasuke.cli_commands import open_database
 from otasuke.detect.engine import Detector
+from otasuke.ingest.receivers.syslog import start_syslog
 from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings, get_settings
 
@@ -24,7 +25,11 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
         return Pipeline(db, settings, d)
 
     app = create_app(settings, db=db, make_pipeline=make_pipeline)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    syslog = start_syslog(settings, db)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    finally:
+        syslog.stop()
 
 
 def serve_command(

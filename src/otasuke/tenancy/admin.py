@@ -5,9 +5,11 @@ Each change writes an audit entry in the same transaction (REQ-LAW).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -219,6 +221,7 @@ def add_sensor(
     kind: str,
     name: str,
     timezone: str = "Asia/Tokyo",
+    syslog_source: str | None = None,
 ) -> tuple[Sensor, str]:
     """Register a sensor; returns it and its ingest token, shown once and stored hashed."""
     if kind not in SENSOR_KINDS:
@@ -236,6 +239,24 @@ def add_sensor(
         raise AdminError(
             _("this customer already has a sensor with this name"), field="name", hint=name
         )
+    source_ip = None
+    if syslog_source is not None:
+        try:
+            source_ip = str(ipaddress.ip_address(syslog_source.strip()))
+        except ValueError:
+            raise AdminError(
+                _("not an IP address"), field="syslog_source", hint="192.168.1.1"
+            ) from None
+        if s.scalar(select(Sensor.id).where(Sensor.syslog_source == source_ip)) is not None:
+            raise AdminError(
+                _("another sensor already sends syslog from this address"),
+                field="syslog_source",
+                hint=source_ip,
+            )
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise AdminError(_("unknown time zone"), field="timezone", hint="Asia/Tokyo") from None
     token, token_hash = new_token("osk_")
     sensor = Sensor(
         customer_id=customer.id,
@@ -244,6 +265,7 @@ def add_sensor(
         token_hash=token_hash,
         token_prefix=token[:10],
         timezone=timezone,
+        syslog_source=source_ip,
     )
     s.add(sensor)
     s.flush()
@@ -255,5 +277,6 @@ def add_sensor(
         customer_id=customer.id,
         kind=kind,
         name=name,
+        syslog_source=source_ip,
     )
     return sensor, token
