@@ -33,8 +33,11 @@ class Detector:
         ioc_paths: Sequence[Path] = (),
         *,
         progress: Callable[[int, int], None] | None = None,
+        cache_dir: Path | None = None,
     ) -> Detector:
-        rules = RuleSet.load(list(rule_paths) or default_rule_paths(), progress=progress)
+        rules = RuleSet.load(
+            list(rule_paths) or default_rule_paths(), progress=progress, cache_dir=cache_dir
+        )
         iocs = IocSet.load(list(ioc_paths) or default_ioc_paths())
         return cls(rules, iocs)
 

@@ -9,6 +9,6 @@ Aho-Corasick literal prefilter). Entry points: :class:`RuleSet` and
 from __future__ import annotations
 
 from otasuke.detect.sigma.rules import RuleInfo, RuleRefusal
-from otasuke.detect.sigma.ruleset import RuleSet, default_rule_paths
+from otasuke.detect.sigma.ruleset import RuleSet, default_cache_dir, default_rule_paths
 
-__all__ = ["RuleInfo", "RuleRefusal", "RuleSet", "default_rule_paths"]
+__all__ = ["RuleInfo", "RuleRefusal", "RuleSet", "default_cache_dir", "default_rule_paths"]

@@ -10,7 +10,7 @@ closure ``predicate(view) -> bool`` over an :class:`~otasuke.detect.sigma.view.E
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sigma.conditions import (
@@ -301,7 +301,7 @@ def _field_match(name: str, tests: tuple[ValueTest, ...]) -> Predicate:
 
 def _as_other(test: ValueTest) -> ValueTest:
     """Cased tests run as their own function (their ``text`` is not lowercased)."""
-    return ValueTest(test.test, test.cased, test.literal, test.exact, "other", "")
+    return replace(test, kind="other", text="")
 
 
 def _field_null(name: str) -> Predicate:

@@ -8,6 +8,7 @@ becomes a :class:`RuleRefusal` with the reason, never an exception.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,37 @@ from typing import Any
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import SigmaError
+from sigma.exceptions import (
+    SigmaAuthorError,
+    SigmaDateError,
+    SigmaDescriptionError,
+    SigmaError,
+    SigmaFalsePositivesError,
+    SigmaFieldsError,
+    SigmaIdentifierError,
+    SigmaLevelError,
+    SigmaLicenseError,
+    SigmaModifiedError,
+    SigmaNameError,
+    SigmaReferencesError,
+    SigmaRelatedError,
+    SigmaScopeError,
+    SigmaStatusError,
+    SigmaTagError,
+    SigmaTaxonomyError,
+    SigmaTitleError,
+    SigmaValueError,
+)
 from sigma.pipelines.sysmon.sysmon import sysmon_pipeline
 from sigma.pipelines.windows.windows import windows_logsource_pipeline
 from sigma.rule import SigmaRule
 
+from otasuke.detect.sigma.cache import RuleCache, file_key
 from otasuke.detect.sigma.compile import Node, Or, Predicate, fields_named, from_pysigma, simplify
 from otasuke.detect.sigma.compile import predicate as build_predicate
+from otasuke.detect.sigma.index import index_keys
 from otasuke.detect.sigma.values import Unsupported
+from otasuke.detect.sigma.view import EventView
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent.parent / "rules" / "sigma"
 SIGMAHQ_COMMIT = "8eaafff1f2845a696050e05e72ba1140ee190698"
@@ -31,6 +55,11 @@ SIGMAHQ_URL = "https://github.com/SigmaHQ/sigma"
 SIGMAHQ_FOLDERS = ("rules", "rules-emerging-threats", "rules-threat-hunting", "rules-dfir")
 DRL_URL = "https://github.com/SigmaHQ/Detection-Rule-License/blob/main/LICENSE.Detection.Rules.md"
 LEVELS = ("informational", "low", "medium", "high", "critical")
+NETWORK_CATEGORIES = frozenset({"firewall", "proxy", "dns", "webserver", "network_connection_zeek"})
+"""Log source categories without a product that describe network devices, not PCs."""
+LOG = logging.getLogger(__name__)
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's loader when present: 5× faster than the pure-Python one, same documents."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +89,18 @@ class RuleRefusal:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleTree:
+    """A rule after pySigma and the pipelines: plain data, what the rule cache keeps."""
+
+    info: RuleInfo
+    tree: Node
+    windows: bool
+    """False for a rule that cannot concern Windows event logs (see :func:`applies_to_windows`)."""
+    notes: tuple[str, ...] = ()
+    """What was wrong with the file but did not stop the rule (bad tags, repaired values)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
     """One rule ready to evaluate (コンパイル済みルール)."""
 
@@ -68,6 +109,34 @@ class CompiledRule:
     predicate: Predicate
     fields: frozenset[str]
     """Lowercased field names the rule looks at."""
+    windows: bool = True
+    """False: evaluated only on events without a ``Channel`` (not Windows event logs)."""
+
+
+def compiled(rule: RuleTree) -> CompiledRule:
+    """The evaluable form of a rule tree (closures built here, never cached).
+
+    A rule whose log source no pipeline maps to Windows channels (Linux, network, cloud…)
+    is evaluated only on events whose fields it names: it needs at least one of them
+    present, so ``not selection`` cannot fire on an event the rule knows nothing about.
+    """
+    names = frozenset(fields_named(rule.tree))
+    test = build_predicate(rule.tree)
+    if not rule.windows and names:
+        inner = test
+        wanted = tuple(names)
+
+        def names_a_field(view: EventView) -> bool:
+            original = view.original
+            for name in wanted:
+                if name in original:
+                    return inner(view)
+            return False
+
+        test = names_a_field
+    return CompiledRule(
+        info=rule.info, tree=rule.tree, predicate=test, fields=names, windows=rule.windows
+    )
 
 
 def rule_files(paths: Sequence[Path]) -> list[Path]:
@@ -84,16 +153,46 @@ def rule_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def load_rules(
-    paths: Sequence[Path], progress: Callable[[int, int], None] | None = None
+    paths: Sequence[Path],
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    cache_dir: Path | None = None,
 ) -> tuple[list[CompiledRule], list[RuleRefusal]]:
-    """Compile every rule under ``paths``; refuse (with a reason) what cannot be run."""
+    """Compile every rule under ``paths``; refuse (with a reason) what cannot be run.
+
+    With ``cache_dir``, files unchanged since the last load come from the compiled-rule
+    cache (:mod:`otasuke.detect.sigma.cache`) instead of YAML and pySigma.
+    """
+    trees, refused = load_rule_trees(paths, progress, cache_dir=cache_dir)
+    return [compiled(tree) for tree in trees], refused
+
+
+def load_rule_trees(
+    paths: Sequence[Path],
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    cache_dir: Path | None = None,
+) -> tuple[list[RuleTree], list[RuleRefusal]]:
+    """The rule trees (and refusals) under ``paths``, in file order; duplicates refused."""
     files = rule_files(paths)
-    pipeline = sysmon_pipeline() + windows_logsource_pipeline()
-    compiled: list[CompiledRule] = []
+    cache = RuleCache(cache_dir, paths) if cache_dir is not None else None
+    pipeline: Any = None
+    trees: list[RuleTree] = []
     refused: list[RuleRefusal] = []
     seen: dict[str, str] = {}
     for done, path in enumerate(files, start=1):
-        for item in _compile_file(path, pipeline):
+        items = None
+        content = _read_bytes(path)
+        key = file_key(path, content) if cache is not None and content is not None else None
+        if cache is not None and key is not None:
+            items = cache.get(path, key)
+        if items is None:
+            if pipeline is None:
+                pipeline = sysmon_pipeline() + windows_logsource_pipeline()
+            items = list(_compile_file(path, content, pipeline))
+            if cache is not None and key is not None:
+                cache.put(path, key, items)
+        for item in items:
             if isinstance(item, RuleRefusal):
                 refused.append(item)
             elif item.info.id in seen:
@@ -101,48 +200,149 @@ def load_rules(
                 refused.append(RuleRefusal(str(path), reason))
             else:
                 seen[item.info.id] = str(path)
-                compiled.append(item)
+                trees.append(item)
         if progress is not None:
             progress(done, len(files))
-    return compiled, refused
+    if cache is not None:
+        cache.save()
+        if cache.problem is not None:
+            LOG.warning("%s", cache.problem)
+    return trees, refused
 
 
-def _compile_file(path: Path, pipeline: Any) -> Iterator[CompiledRule | RuleRefusal]:
+def _read_bytes(path: Path) -> bytes | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _compile_file(
+    path: Path, content: bytes | None, pipeline: Any
+) -> Iterator[RuleTree | RuleRefusal]:
+    try:
+        if content is None:
+            content = path.read_bytes()
+        text = content.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         yield RuleRefusal(str(path), f"unreadable: {err}")
         return
     try:
-        if "correlation:" in text:
-            documents = [d for d in yaml.safe_load_all(text) if d is not None]
-            for document in documents:
-                if isinstance(document, dict) and "correlation" in document:
-                    yield RuleRefusal(str(path), "correlation rule (not yet supported)")
-            others = [d for d in documents if not (isinstance(d, dict) and "correlation" in d)]
-            if not others:
-                return
-            collection = SigmaCollection.from_dicts(others, collect_errors=True)
+        documents = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]
+    except yaml.YAMLError as err:
+        yield RuleRefusal(str(path), f"not YAML: {_one_line(err)}")
+        return
+    rules: list[Any] = []
+    notes: list[str] = []
+    for document in documents:
+        if not isinstance(document, dict):
+            yield RuleRefusal(str(path), f"not a Sigma rule: a YAML {type(document).__name__}")
+        elif "correlation" in document:
+            yield RuleRefusal(str(path), "correlation rule (not yet supported)")
         else:
-            collection = SigmaCollection.from_yaml(text, collect_errors=True)
-    except (SigmaError, yaml.YAMLError) as err:
-        yield RuleRefusal(str(path), f"not a Sigma rule file: {err}")
+            notes.extend(repair(document))
+            rules.append(document)
+    if not rules:
+        if not documents:
+            yield RuleRefusal(str(path), "not a Sigma rule: empty file")
+        return
+    try:
+        collection = SigmaCollection.from_dicts(rules, collect_errors=True)
+    except SigmaError as err:
+        yield RuleRefusal(str(path), f"pySigma: {_one_line(err)}")
         return
     if collection.errors and not collection.rules:
-        yield RuleRefusal(str(path), f"pySigma: {collection.errors[0]}")
+        yield RuleRefusal(str(path), f"pySigma: {_one_line(collection.errors[0])}")
         return
     for rule in collection.rules:
-        yield _compile_rule(rule, path, pipeline)
+        yield _compile_rule(rule, path, pipeline, tuple(notes))
 
 
-def _compile_rule(rule: Any, path: Path, pipeline: Any) -> CompiledRule | RuleRefusal:
+_STRING_MODIFIERS = frozenset({"contains", "startswith", "endswith", "windash"})
+METADATA_ERRORS: tuple[type[Exception], ...] = (
+    SigmaAuthorError,
+    SigmaDateError,
+    SigmaDescriptionError,
+    SigmaFalsePositivesError,
+    SigmaFieldsError,
+    SigmaIdentifierError,
+    SigmaLevelError,
+    SigmaLicenseError,
+    SigmaModifiedError,
+    SigmaNameError,
+    SigmaReferencesError,
+    SigmaRelatedError,
+    SigmaScopeError,
+    SigmaStatusError,
+    SigmaTagError,
+    SigmaTaxonomyError,
+    SigmaTitleError,
+)
+"""pySigma errors about a rule's description, not its detection: noted, the rule loads."""
+
+
+def is_metadata_error(error: Exception) -> bool:
+    """An error in a rule's metadata (tags, references, id, dates…), not its detection."""
+    if isinstance(error, METADATA_ERRORS):
+        return True
+    return isinstance(error, SigmaValueError) and str(error).startswith("Sigma tag ")
+
+
+def repair(document: dict[str, Any]) -> list[str]:
+    """Fix, in place, two slips other engines (Hayabusa) accept; say what was fixed.
+
+    * no ``condition`` and exactly one search: that search is the condition;
+    * a number under ``contains``/``startswith``/``endswith``: compared as its text, as
+      Sigma compares every value.
+    """
+    detection = document.get("detection")
+    if not isinstance(detection, dict):
+        return []
+    notes: list[str] = []
+    searches = [k for k in detection if k != "condition" and k != "timeframe"]
+    if "condition" not in detection and len(searches) == 1:
+        detection["condition"] = searches[0]
+        notes.append(f"no condition: its only search {searches[0]!r} is used")
+    for search in detection.values():
+        for item in search if isinstance(search, list) else [search]:
+            if isinstance(item, dict):
+                notes.extend(_numbers_as_text(item))
+    return notes
+
+
+def _numbers_as_text(search: dict[Any, Any]) -> list[str]:
+    notes = []
+    for key, value in search.items():
+        modifiers = set(str(key).split("|")[1:])
+        if not modifiers & _STRING_MODIFIERS:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            fixed = [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in values
+            ]
+            search[key] = fixed if isinstance(value, list) else fixed[0]
+            notes.append(f"number under {key!r} compared as text")
+    return notes
+
+
+def _one_line(err: object) -> str:
+    return " ".join(str(err).split())
+
+
+def _compile_rule(
+    rule: Any, path: Path, pipeline: Any, notes: tuple[str, ...] = ()
+) -> RuleTree | RuleRefusal:
     where = str(path)
     if isinstance(rule, SigmaCorrelationRule):
         return RuleRefusal(where, "correlation rule (not yet supported)")
     if not isinstance(rule, SigmaRule):
         return RuleRefusal(where, f"{type(rule).__name__} (not yet supported)")
-    if rule.errors:
-        return RuleRefusal(where, f"pySigma: {rule.errors[0]}")
+    fatal = [e for e in rule.errors if not is_metadata_error(e)]
+    if fatal:
+        return RuleRefusal(where, f"pySigma: {_one_line(fatal[0])}")
+    notes += tuple(f"metadata: {_one_line(e)}" for e in rule.errors)
     try:
         pipeline.apply(rule)
         conditions = [c.parsed for c in rule.detection.parsed_condition]
@@ -150,18 +350,29 @@ def _compile_rule(rule: Any, path: Path, pipeline: Any) -> CompiledRule | RuleRe
     except Unsupported as err:
         return RuleRefusal(where, str(err))
     except SigmaError as err:
-        return RuleRefusal(where, f"pySigma: {err}")
+        return RuleRefusal(where, f"pySigma: {_one_line(err)}")
     except RecursionError:
         return RuleRefusal(where, "condition nested too deeply")
     if not trees:
         return RuleRefusal(where, "no condition")
     tree = simplify(trees[0] if len(trees) == 1 else Or(tuple(trees)))
-    return CompiledRule(
-        info=rule_info(rule, path),
-        tree=tree,
-        predicate=build_predicate(tree),
-        fields=frozenset(fields_named(tree)),
-    )
+    return RuleTree(rule_info(rule, path), tree, applies_to_windows(rule, tree), notes)
+
+
+def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:
+    """Whether a rule can concern Windows event logs.
+
+    True when the pipelines tied it to a channel, or its log source says ``windows`` or
+    names no product at all; False for other products (linux, macos, aws, zeek…) and for
+    categories of network devices (firewall, proxy, dns, webserver) without a product.
+    """
+    if any(channel is not None for channel, _ in index_keys(tree)):
+        return True
+    logsource = rule.logsource
+    product = (logsource.product or "").lower()
+    if product:
+        return product == "windows"
+    return (logsource.category or "").lower() not in NETWORK_CATEGORIES
 
 
 def rule_info(rule: SigmaRule, path: Path) -> RuleInfo:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from otasuke.detect.detection import Detection, DetectionSource
+from otasuke.detect.sigma.cache import default_cache_dir
 from otasuke.detect.sigma.index import Bucket, IndexKey, build_bucket, index_keys, required_literals
 from otasuke.detect.sigma.rules import (
     BUNDLED_DIR,
@@ -17,6 +18,8 @@ from otasuke.detect.sigma.rules import (
 )
 from otasuke.detect.sigma.view import EventView, sigma_name
 from otasuke.ingest.event import Event
+
+__all__ = ["RuleSet", "default_cache_dir", "default_rule_paths"]
 
 
 def default_rule_paths() -> list[Path]:
@@ -44,9 +47,15 @@ class RuleSet:
         paths: Sequence[Path],
         *,
         progress: Callable[[int, int], None] | None = None,
+        cache_dir: Path | None = None,
     ) -> RuleSet:
-        """Rules from files or directories (recursive ``*.yml``); refusals are kept."""
-        compiled, refused = load_rules(paths, progress)
+        """Rules from files or directories (recursive ``*.yml``); refusals are kept.
+
+        ``cache_dir``: keep and reuse compiled rules there (see
+        :mod:`otasuke.detect.sigma.cache`; :func:`default_cache_dir` is the usual place);
+        None compiles every file.
+        """
+        compiled, refused = load_rules(paths, progress, cache_dir=cache_dir)
         return cls(compiled, refused)
 
     def match(self, fields: Mapping[str, Any]) -> list[RuleInfo]:
@@ -94,6 +103,8 @@ class RuleSet:
             channel, event_id = key
             keys = {(channel, event_id), (channel, None), (None, event_id), (None, None)}
             positions = sorted({p for k in keys for p in self._by_key.get(k, ())})
+            if channel is not None:  # a Windows event log record: not for Linux/network rules
+                positions = [p for p in positions if self.compiled[p].windows]
             bucket = build_bucket(
                 [self.compiled[p] for p in positions], [self._literals[p] for p in positions]
             )

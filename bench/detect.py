@@ -1,0 +1,305 @@
+"""Sigma 検知ベンチマーク: parse floor, pySigma's SQLite backend, ours on one and two cores.
+
+Run from the repository root::
+
+    .venv/bin/python bench/detect.py [--repeat 10] [--corpus PATH] [--rules DIR ...]
+
+Each variant runs in its own subprocess (so its peak RSS is its own) over the EVTX files
+of ``<corpus>/evtx`` taken ``--repeat`` times, and prints one JSON line; the parent prints
+the table and the ratios. See bench/README.md for what each variant measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = Path(os.environ.get("OTASUKE_CORPUS", ROOT.parent / "shared" / "corpus"))
+VARIANTS = ("a", "b", "c", "d")
+TITLES = {
+    "a": "(a) parse floor: evtx → dicts",
+    "b": "(b) pySigma SQLite backend",
+    "c": "(c) ours, 1 core",
+    "d": "(d) ours, 2 cores",
+}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def work_items(corpus: Path, repeat: int) -> list[Path]:
+    files = sorted(p for p in (corpus / "evtx").rglob("*.evtx") if p.is_file())
+    return files * repeat
+
+
+def records(path: Path) -> Iterator[dict[str, Any]]:
+    """The parse floor: each record of the file as a Python dict, nothing else."""
+    import evtx
+
+    for item in evtx.PyEvtxParser(str(path), 1).records_json():
+        yield orjson.loads(item["data"])
+
+
+# --- variants (each runs in its own process) ----------------------------------------------
+
+
+def variant_a(files: list[Path], _args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    count = 0
+    for path in files:
+        for _record in records(path):
+            count += 1
+    return {"events": count, "seconds": time.perf_counter() - started}
+
+
+def _events(path: Path) -> Iterator[Any]:
+    """Our EVTX parser (otasuke.ingest.parsers.evtx), as ``otasuke detect`` runs it."""
+    from otasuke.ingest.parsers import ParseContext
+    from otasuke.ingest.parsers.evtx import EvtxParser
+
+    parser = EvtxParser()
+    ctx = ParseContext(sensor=str(path))
+    for record in parser.read_file(path):
+        yield parser.parse(record.raw, ctx)
+
+
+def variant_b(files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    from otasuke.detect.sigma.sqlite_reference import EventTable, convert_rules, event_row
+
+    started = time.perf_counter()
+    rules, refused = convert_rules(args.rules)
+    converted = time.perf_counter()
+    rows = [event_row(event.fields) for path in files for event in _events(path)]
+    table = EventTable(rows)
+    del rows
+    found = table.matches(rules)
+    finished = time.perf_counter()
+    return {
+        "events": table.size,
+        "seconds": finished - converted,
+        "load_seconds": converted - started,
+        "rules": len(rules),
+        "refused": len(refused),
+        "matches": len(found),
+        "fired": len({rule_id for rule_id, _ in found}),
+    }
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, float]:
+    from otasuke.detect.sigma import RuleSet
+
+    started = time.perf_counter()
+    ruleset = RuleSet.load(args.rules, cache_dir=args.cache_dir)
+    loaded = time.perf_counter() - started
+    gc.collect()
+    gc.freeze()  # as otasuke detect does: the rules stay out of the cyclic GC's walks
+    return ruleset, loaded
+
+
+def _scan(ruleset: Any, files: list[Path]) -> tuple[int, int, set[str]]:
+    from otasuke.detect.sigma.view import EventView
+
+    count = matches = 0
+    fired: set[str] = set()
+    for path in files:
+        for event in _events(path):
+            count += 1
+            for rule in ruleset.matching_rules(EventView(event.fields)):
+                matches += 1
+                fired.add(rule.info.id)
+    return count, matches, fired
+
+
+def variant_load(_files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    """Rule loading alone (cold: empty cache folder; warm: filled by the cold run)."""
+    ruleset, loaded = _load(args)
+    return {"load_seconds": loaded, "rules": len(ruleset.rules), "refused": len(ruleset.refused)}
+
+
+def variant_c(files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    ruleset, loaded = _load(args)
+    started = time.perf_counter()
+    count, matches, fired = _scan(ruleset, files)
+    return {
+        "events": count,
+        "seconds": time.perf_counter() - started,
+        "load_seconds": loaded,
+        "rules": len(ruleset.rules),
+        "refused": len(ruleset.refused),
+        "matches": matches,
+        "fired": len(fired),
+    }
+
+
+def variant_d(files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    """Fork ``--workers`` processes after compiling; files dealt out by size."""
+    ruleset, loaded = _load(args)
+    shares: list[list[Path]] = [[] for _ in range(args.workers)]
+    weights = [0] * args.workers
+    for path in sorted(files, key=lambda p: p.stat().st_size, reverse=True):
+        lightest = weights.index(min(weights))
+        shares[lightest].append(path)
+        weights[lightest] += path.stat().st_size
+    started = time.perf_counter()
+    pipes = []
+    for share in shares:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # worker
+            os.close(read_end)
+            count, matches, fired = _scan(ruleset, share)
+            result = {"events": count, "matches": matches, "fired": sorted(fired)}
+            result["rss_mib"] = peak_rss_mib()
+            with os.fdopen(write_end, "wb") as out:
+                out.write(orjson.dumps(result))
+            os._exit(0)
+        os.close(write_end)
+        pipes.append((pid, read_end))
+    results = []
+    for pid, read_end in pipes:
+        with os.fdopen(read_end, "rb") as stream:
+            results.append(orjson.loads(stream.read()))
+        os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - started
+    return {
+        "events": sum(r["events"] for r in results),
+        "seconds": elapsed,
+        "load_seconds": loaded,
+        "rules": len(ruleset.rules),
+        "refused": len(ruleset.refused),
+        "matches": sum(r["matches"] for r in results),
+        "fired": len({rule for r in results for rule in r["fired"]}),
+        # Each worker's peak, summed: pages shared after fork are counted twice (an upper bound).
+        "rss_mib": peak_rss_mib() + sum(r["rss_mib"] for r in results),
+    }
+
+
+RUNNERS = {
+    "a": variant_a,
+    "b": variant_b,
+    "c": variant_c,
+    "d": variant_d,
+    "load": variant_load,
+}
+
+
+# --- the parent: one subprocess per variant, then the table -------------------------------
+
+
+def run_child(variant: str, args: argparse.Namespace, cache_dir: Path) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--variant",
+        variant,
+        "--repeat",
+        str(args.repeat),
+        "--corpus",
+        str(args.corpus),
+        "--cache-dir",
+        str(cache_dir),
+        "--workers",
+        str(args.workers),
+    ]
+    for rules in args.rules:
+        command += ["--rules", str(rules)]
+    print(f"… {TITLES.get(variant, variant)}", file=sys.stderr, flush=True)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return dict(orjson.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    def rate(v: str) -> float:
+        r = results[v]
+        return float(r["events"] / r["seconds"]) if r["seconds"] else 0.0
+
+    lines = [
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs ({cpu_model()}) · "
+        f"Python {platform.python_version()} · corpus evtx × {args.repeat}",
+        "",
+        "| variant | events | events/s | peak RSS (MiB) | matches | rules fired | rules ready (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in VARIANTS:
+        r = results[v]
+        ready = f"{r['load_seconds']:.2f}" if "load_seconds" in r else "–"
+        matches = f"{r['matches']:,}" if "matches" in r else "–"
+        fired = f"{r['fired']:,}" if "fired" in r else "–"
+        lines.append(
+            f"| {TITLES[v]} | {r['events']:,} | {rate(v):,.0f} | {r['rss_mib']:,.0f} "
+            f"| {matches} | {fired} | {ready} |"
+        )
+    cold, warm = results["load-cold"], results["c"]
+    lines += [
+        "",
+        f"c/b = {rate('c') / rate('b'):.1f}×   c/a = {rate('c') / rate('a'):.0%}   "
+        f"d/b = {rate('d') / rate('b'):.1f}×   d/a = {rate('d') / rate('a'):.0%}",
+        f"rule loading: {cold['rules']:,} rules ({cold['refused']} refused), "
+        f"cold {cold['load_seconds']:.2f} s (no cache), warm {warm['load_seconds']:.2f} s "
+        f"(compiled-rule cache); SQLite backend: {results['b']['rules']:,} rules converted "
+        f"({results['b']['refused']} not convertible) in {results['b']['load_seconds']:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=10, help="times the corpus is read")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--rules", type=Path, action="append", help="default: bundled rules")
+    parser.add_argument("--workers", type=int, default=2, help="processes of variant d")
+    parser.add_argument("--variant", choices=[*RUNNERS], help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    args = parser.parse_args()
+    if not args.rules:
+        from otasuke.detect.sigma import default_rule_paths
+
+        args.rules = default_rule_paths()
+    if args.variant:  # child
+        result = RUNNERS[args.variant](work_items(args.corpus, args.repeat), args)
+        result.setdefault("rss_mib", peak_rss_mib())
+        print(orjson.dumps(result).decode())
+        return
+    if not (args.corpus / "evtx").is_dir():
+        sys.exit(f"no EVTX corpus at {args.corpus / 'evtx'}: pass --corpus or set OTASUKE_CORPUS")
+    cache_dir = Path(tempfile.mkdtemp(prefix="otasuke-bench-cache-"))
+    try:
+        results = {"load-cold": run_child("load", args, cache_dir)}  # fills the cache
+        for variant in VARIANTS:
+            results[variant] = run_child(variant, args, cache_dir)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() if args.json else "")
+    print(report(results, args))
+
+
+if __name__ == "__main__":
+    main()
