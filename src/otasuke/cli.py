@@ -11,6 +11,7 @@ from rich.console import Console
 
 from otasuke.cli_commands import customers, demo, imports, incidents, sensors, serve
 from otasuke.detect.command import detect_command
+from otasuke.detect.rules_command import rules_app
 
 app = typer.Typer(
     name="otasuke",
@@ -48,6 +49,7 @@ app.command("detect")(detect_command)
 app.command("customers")(customers.customers_command)
 app.command("incidents")(incidents.incidents_command)
 app.add_typer(sensors.app, name="sensors")
+app.add_typer(rules_app, name="rules")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

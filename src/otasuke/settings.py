@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     """How long a login lasts."""
     rules_paths: list[Path] = Field(default_factory=list)
     """Sigma rule files or folders; empty means the SigmaHQ rules bundled with Otasuke."""
+    cache_dir: Path | None = None
+    """Compiled-rule cache (rebuilt for any rule file that changes); unset means
+    <data_dir>/cache."""
     ioc_paths: list[Path] = Field(default_factory=list)
     """IOC list files or folders; empty means the maltrail lists bundled with Otasuke."""
     smtp_host: str | None = None
@@ -111,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'otasuke.db'}"
+
+    @property
+    def rule_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     @property
     def maildir(self) -> Path:

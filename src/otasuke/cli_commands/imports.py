@@ -107,7 +107,12 @@ def run_pipeline(
             def tick(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            detector = Detector.load(settings.rules_paths, settings.ioc_paths, progress=tick)
+            detector = Detector.load(
+                settings.rules_paths,
+                settings.ioc_paths,
+                progress=tick,
+                cache_dir=settings.rule_cache_dir,
+            )
     pipeline = Pipeline(db, settings, detector)
     with db.session() as s:
         pending = pending_count(s)

@@ -21,7 +21,9 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
     db = open_database(settings)
 
     def make_pipeline() -> Pipeline:
-        d = detector or Detector.load(settings.rules_paths, settings.ioc_paths)
+        d = detector or Detector.load(
+            settings.rules_paths, settings.ioc_paths, cache_dir=settings.rule_cache_dir
+        )
         return Pipeline(db, settings, d)
 
     app = create_app(settings, db=db, make_pipeline=make_pipeline)
