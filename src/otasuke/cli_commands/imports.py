@@ -8,6 +8,7 @@ duplicates, records rejected with their reasons, alerts, incidents.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
@@ -155,13 +156,26 @@ def import_command(
             )
     except OtasukeError as exc:
         raise fail(exc) from None
+    started = time.perf_counter()
     accepted = import_files(db, source, paths)
+    stored = time.perf_counter()
     result = run_pipeline(db, settings)
-    print_summary(accepted, result)
+    print_summary(
+        accepted,
+        result,
+        store_seconds=stored - started,
+        total_seconds=time.perf_counter() - started,
+    )
     db.dispose()
 
 
-def print_summary(accepted: AcceptResult, result: ProcessResult) -> None:
+def print_summary(
+    accepted: AcceptResult,
+    result: ProcessResult,
+    *,
+    store_seconds: float | None = None,
+    total_seconds: float | None = None,
+) -> None:
     table = Table(title="取り込み結果 / import result", show_header=False, min_width=60)
     table.add_row("受け付けたイベント / events accepted", f"{accepted.accepted:,}")
     table.add_row("重複 / duplicates (already stored)", f"{accepted.duplicates:,}")
@@ -169,6 +183,15 @@ def print_summary(accepted: AcceptResult, result: ProcessResult) -> None:
     table.add_row("アラート / alerts", f"{result.alerts:,}")
     table.add_row("インシデント / incidents touched", f"{result.incidents:,}")
     table.add_row("通知 / notifications sent", f"{result.notified:,}")
+    if store_seconds and total_seconds:
+        table.add_row(
+            "保存の速さ / stored per second",
+            f"{accepted.accepted / store_seconds:,.0f} ({store_seconds:.1f} s)",
+        )
+        table.add_row(
+            "全体の速さ / events per second, all steps",
+            f"{accepted.accepted / total_seconds:,.0f} ({total_seconds:.1f} s)",
+        )
     out.print(table)
     if accepted.rejected:
         reasons: Counter[str] = Counter()
