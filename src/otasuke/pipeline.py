@@ -74,7 +74,9 @@ class Pipeline:
                     break
                 touched: set[int] = set()
                 for row in rows:
-                    detections = self.detector.detect(stored_to_event(row))
+                    detections = self.detector.detect(
+                        stored_to_event(row), customer=row.customer_id
+                    )
                     if detections:
                         incidents = record_detections(
                             s, row, detections, window=window, notify_target=target

@@ -66,6 +66,8 @@ def rule_dir(tmp_path: Path) -> Path:
     )
     (folder / "broken.yml").write_text("title: [unclosed\ndetection: {\n")
     (folder / "correlation.yml").write_text(CORRELATION)
+    orphan = CORRELATION.replace("44444444", "55555555").replace("11111111", "99999999")
+    (folder / "orphan.yml").write_text(orphan)
     (folder / "modifier.yml").write_text(
         UNKNOWN_MODIFIER.format(
             title="Sparkles", id="33333333-0000-0000-0000-000000000000", product="windows"
@@ -84,11 +86,11 @@ def invoke(*args: str) -> str:
 
 def test_json_summary_counts_loaded_and_refused_by_reason(rule_dir: Path) -> None:
     report = orjson.loads(invoke("--format", "json", str(rule_dir)))
-    assert report["loaded"] == 2
-    assert report["loaded_windows"] == 1 and report["loaded_other_logsources"] == 1
+    assert report["loaded"] == 3  # good, linux, and the correlation over good
     assert report["refused"] == 3
     assert report["by_reason"]["not YAML"] == 1
-    assert report["by_reason"]["correlation rule (not yet supported)"] == 1
+    [orphan] = [r for r in report["refusals"] if r["path"].endswith("orphan.yml")]
+    assert "refers to unknown rule 99999999" in orphan["reason"]
     [modifier] = [r for r in report["refusals"] if r["path"].endswith("modifier.yml")]
     assert "sparkles" in modifier["reason"]
     assert sum(report["by_reason"].values()) == 3
@@ -96,11 +98,12 @@ def test_json_summary_counts_loaded_and_refused_by_reason(rule_dir: Path) -> Non
 
 def test_table_lists_each_refused_rule_with_its_reason(rule_dir: Path) -> None:
     out = invoke(str(rule_dir))
-    for name in ("broken.yml", "correlation.yml", "modifier.yml"):
+    for name in ("broken.yml", "orphan.yml", "modifier.yml"):
         assert name in out
-    assert "good.yml" not in out and "linux.yml" not in out
-    assert "correlation rule (not yet supported)" in out
-    assert "loaded 2" in out and "refused 3" in out
+    for name in ("good.yml", "linux.yml", "correlation.yml"):
+        assert name not in out
+    assert "unknown rule" in out
+    assert "loaded 3" in out and "refused 3" in out
 
 
 def test_missing_folder_exits_2(tmp_path: Path) -> None:

@@ -203,7 +203,7 @@ def test_spaced_field_names_reach_sigma_names(rule: Any) -> None:
     assert fires(rule("ThreatName|contains: 'EICAR'"), **{"Threat Name": "Virus:DOS/EICAR"})
 
 
-def test_correlation_rule_is_refused(tmp_path: Path) -> None:
+def test_correlation_rule_over_an_unknown_rule_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "corr.yml"
     path.write_text(
         """title: Many failed logons
@@ -221,7 +221,9 @@ correlation:
         encoding="utf-8",
     )
     rules = RuleSet.load([path])
-    assert [r.reason for r in rules.refused] == ["correlation rule (not yet supported)"]
+    assert [r.reason for r in rules.refused] == [
+        "correlation rule refers to unknown rule 11111111-2222-3333-4444-555555555555"
+    ]
 
 
 def test_broken_and_unsupported_rules_are_refused_not_raised(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ class SourceFormat(StrEnum):
     SURICATA_EVE = "suricata_eve"
     FORTIGATE = "fortigate"
     JSONL = "jsonl"
+    ZEEK = "zeek"
+    AUDITD = "auditd"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_FORMAT = 1
+_FORMAT = 2
 _NOT_ENGINE = frozenset({"sqlite_reference.py"})
 """Modules of this package that do not shape compiled rules (tools around the engine)."""
 _DISTRIBUTIONS = ("pySigma", "pysigma-pipeline-sysmon", "pysigma-pipeline-windows", "PyYAML")

@@ -10,42 +10,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import (
-    SigmaAuthorError,
-    SigmaDateError,
-    SigmaDescriptionError,
-    SigmaError,
-    SigmaFalsePositivesError,
-    SigmaFieldsError,
-    SigmaIdentifierError,
-    SigmaLevelError,
-    SigmaLicenseError,
-    SigmaModifiedError,
-    SigmaNameError,
-    SigmaReferencesError,
-    SigmaRelatedError,
-    SigmaScopeError,
-    SigmaStatusError,
-    SigmaTagError,
-    SigmaTaxonomyError,
-    SigmaTitleError,
-    SigmaValueError,
-)
+from sigma.exceptions import SigmaError
 from sigma.pipelines.sysmon.sysmon import sysmon_pipeline
 from sigma.pipelines.windows.windows import windows_logsource_pipeline
-from sigma.rule import SigmaRule
+from sigma.rule import SigmaRule, SigmaRuleBase
 
 from otasuke.detect.sigma.cache import RuleCache, file_key
-from otasuke.detect.sigma.compile import Node, Or, Predicate, fields_named, from_pysigma, simplify
+from otasuke.detect.sigma.compile import (
+    And,
+    Node,
+    Or,
+    Predicate,
+    fields_named,
+    from_pysigma,
+    simplify,
+)
 from otasuke.detect.sigma.compile import predicate as build_predicate
+from otasuke.detect.sigma.correlation import (
+    CorrelationSpec,
+    correlation_spec,
+    default_condition,
+    resolve,
+)
+from otasuke.detect.sigma.filters import FilterSpec, is_filter_document, parse_filter
 from otasuke.detect.sigma.index import index_keys
+from otasuke.detect.sigma.mappings import LogSource
+from otasuke.detect.sigma.repair import is_metadata_error, one_line, repair
 from otasuke.detect.sigma.values import Unsupported
 from otasuke.detect.sigma.view import EventView
 
@@ -98,6 +95,20 @@ class RuleTree:
     """False for a rule that cannot concern Windows event logs (see :func:`applies_to_windows`)."""
     notes: tuple[str, ...] = ()
     """What was wrong with the file but did not stop the rule (bad tags, repaired values)."""
+    name: str | None = None
+    """The rule's ``name`` (Sigma v2), by which correlations and filters may refer to it."""
+    logsource: LogSource = LogSource()  # noqa: RUF009 - frozen, shared on purpose
+    correlation: CorrelationSpec | None = None
+    """Set for a correlation rule (相関ルール); ``tree`` is then empty."""
+    filter: FilterSpec | None = None
+    """Set for a filter (除外フィルタ); ``tree`` is its condition."""
+
+    @property
+    def kind(self) -> str:
+        """``rule``, ``correlation`` or ``filter``."""
+        if self.correlation is not None:
+            return "correlation"
+        return "filter" if self.filter is not None else "rule"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +121,9 @@ class CompiledRule:
     fields: frozenset[str]
     """Lowercased field names the rule looks at."""
     windows: bool = True
-    """False: evaluated only on events without a ``Channel`` (not Windows event logs)."""
+    """False: evaluated only on non-Windows events of a log source it accepts."""
+    name: str | None = None
+    logsource: LogSource = LogSource()  # noqa: RUF009 - frozen, shared on purpose
 
 
 def compiled(rule: RuleTree) -> CompiledRule:
@@ -135,7 +148,13 @@ def compiled(rule: RuleTree) -> CompiledRule:
 
         test = names_a_field
     return CompiledRule(
-        info=rule.info, tree=rule.tree, predicate=test, fields=names, windows=rule.windows
+        info=rule.info,
+        tree=rule.tree,
+        predicate=test,
+        fields=names,
+        windows=rule.windows,
+        name=rule.name,
+        logsource=rule.logsource,
     )
 
 
@@ -164,7 +183,7 @@ def load_rules(
     cache (:mod:`otasuke.detect.sigma.cache`) instead of YAML and pySigma.
     """
     trees, refused = load_rule_trees(paths, progress, cache_dir=cache_dir)
-    return [compiled(tree) for tree in trees], refused
+    return [compiled(tree) for tree in trees if tree.kind == "rule"], refused
 
 
 def load_rule_trees(
@@ -173,7 +192,12 @@ def load_rule_trees(
     *,
     cache_dir: Path | None = None,
 ) -> tuple[list[RuleTree], list[RuleRefusal]]:
-    """The rule trees (and refusals) under ``paths``, in file order; duplicates refused."""
+    """The rule trees (and refusals) under ``paths``, in file order; duplicates refused.
+
+    Correlation rules come out with their rule references resolved to rule ids (one that
+    refers to no loaded rule is refused); filters come out as they are (they may name
+    rules loaded elsewhere, e.g. a customer's filters).
+    """
     files = rule_files(paths)
     cache = RuleCache(cache_dir, paths) if cache_dir is not None else None
     pipeline: Any = None
@@ -207,7 +231,31 @@ def load_rule_trees(
         cache.save()
         if cache.problem is not None:
             LOG.warning("%s", cache.problem)
-    return trees, refused
+    return resolve_correlations(trees, refused)
+
+
+def resolve_correlations(
+    trees: list[RuleTree], refused: list[RuleRefusal]
+) -> tuple[list[RuleTree], list[RuleRefusal]]:
+    """Correlation references (ids or names) → rule ids; unresolvable ones refused."""
+    if not any(t.correlation is not None for t in trees):
+        return trees, refused
+    ids: dict[str, str] = {}
+    for tree in trees:
+        if tree.filter is None:
+            ids[tree.info.id] = tree.info.id
+            if tree.name:
+                ids.setdefault(tree.name, tree.info.id)
+    kept: list[RuleTree] = []
+    for tree in trees:
+        if tree.correlation is not None:
+            try:
+                tree = replace(tree, correlation=resolve(tree.correlation, ids))
+            except Unsupported as err:
+                refused.append(RuleRefusal(tree.info.path, str(err)))
+                continue
+        kept.append(tree)
+    return kept, refused
 
 
 def _read_bytes(path: Path) -> bytes | None:
@@ -230,7 +278,7 @@ def _compile_file(
     try:
         documents = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]
     except yaml.YAMLError as err:
-        yield RuleRefusal(str(path), f"not YAML: {_one_line(err)}")
+        yield RuleRefusal(str(path), f"not YAML: {one_line(err)}")
         return
     rules: list[Any] = []
     notes: list[str] = []
@@ -238,7 +286,9 @@ def _compile_file(
         if not isinstance(document, dict):
             yield RuleRefusal(str(path), f"not a Sigma rule: a YAML {type(document).__name__}")
         elif "correlation" in document:
-            yield RuleRefusal(str(path), "correlation rule (not yet supported)")
+            yield _compile_correlation(document, path)
+        elif is_filter_document(document):
+            yield _compile_filter(document, path)
         else:
             notes.extend(repair(document))
             rules.append(document)
@@ -249,100 +299,68 @@ def _compile_file(
     try:
         collection = SigmaCollection.from_dicts(rules, collect_errors=True)
     except SigmaError as err:
-        yield RuleRefusal(str(path), f"pySigma: {_one_line(err)}")
+        yield RuleRefusal(str(path), f"pySigma: {one_line(err)}")
         return
     if collection.errors and not collection.rules:
-        yield RuleRefusal(str(path), f"pySigma: {_one_line(collection.errors[0])}")
+        yield RuleRefusal(str(path), f"pySigma: {one_line(collection.errors[0])}")
         return
     for rule in collection.rules:
         yield _compile_rule(rule, path, pipeline, tuple(notes))
 
 
-_STRING_MODIFIERS = frozenset({"contains", "startswith", "endswith", "windash"})
-METADATA_ERRORS: tuple[type[Exception], ...] = (
-    SigmaAuthorError,
-    SigmaDateError,
-    SigmaDescriptionError,
-    SigmaFalsePositivesError,
-    SigmaFieldsError,
-    SigmaIdentifierError,
-    SigmaLevelError,
-    SigmaLicenseError,
-    SigmaModifiedError,
-    SigmaNameError,
-    SigmaReferencesError,
-    SigmaRelatedError,
-    SigmaScopeError,
-    SigmaStatusError,
-    SigmaTagError,
-    SigmaTaxonomyError,
-    SigmaTitleError,
-)
-"""pySigma errors about a rule's description, not its detection: noted, the rule loads."""
+def _compile_correlation(document: dict[str, Any], path: Path) -> RuleTree | RuleRefusal:
+    """相関ルール: a ``correlation:`` document as a tree holding its spec."""
+    where = str(path)
+    default_condition(document)
+    try:
+        rule = SigmaCorrelationRule.from_dict(document, collect_errors=True)
+        fatal = [e for e in rule.errors if not is_metadata_error(e)]
+        if fatal:
+            return RuleRefusal(where, f"pySigma: {one_line(fatal[0])}")
+        spec = correlation_spec(rule)
+    except Unsupported as err:
+        return RuleRefusal(where, str(err))
+    except SigmaError as err:
+        return RuleRefusal(where, f"pySigma: {one_line(err)}")
+    notes = tuple(f"metadata: {one_line(e)}" for e in rule.errors)
+    return RuleTree(rule_info(rule, path), And(()), False, notes, name=rule.name, correlation=spec)
 
 
-def is_metadata_error(error: Exception) -> bool:
-    """An error in a rule's metadata (tags, references, id, dates…), not its detection."""
-    if isinstance(error, METADATA_ERRORS):
-        return True
-    return isinstance(error, SigmaValueError) and str(error).startswith("Sigma tag ")
-
-
-def repair(document: dict[str, Any]) -> list[str]:
-    """Fix, in place, two slips other engines (Hayabusa) accept; say what was fixed.
-
-    * no ``condition`` and exactly one search: that search is the condition;
-    * a number under ``contains``/``startswith``/``endswith``: compared as its text, as
-      Sigma compares every value.
-    """
-    detection = document.get("detection")
-    if not isinstance(detection, dict):
-        return []
-    notes: list[str] = []
-    searches = [k for k in detection if k != "condition" and k != "timeframe"]
-    if "condition" not in detection and len(searches) == 1:
-        detection["condition"] = searches[0]
-        notes.append(f"no condition: its only search {searches[0]!r} is used")
-    for search in detection.values():
-        for item in search if isinstance(search, list) else [search]:
-            if isinstance(item, dict):
-                notes.extend(_numbers_as_text(item))
-    return notes
-
-
-def _numbers_as_text(search: dict[Any, Any]) -> list[str]:
-    notes = []
-    for key, value in search.items():
-        modifiers = set(str(key).split("|")[1:])
-        if not modifiers & _STRING_MODIFIERS:
-            continue
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            fixed = [
-                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                for v in values
-            ]
-            search[key] = fixed if isinstance(value, list) else fixed[0]
-            notes.append(f"number under {key!r} compared as text")
-    return notes
-
-
-def _one_line(err: object) -> str:
-    return " ".join(str(err).split())
+def _compile_filter(document: dict[str, Any], path: Path) -> RuleTree | RuleRefusal:
+    """除外フィルタ: a ``filter:`` document as a tree (its condition) and its targets."""
+    where = str(path)
+    try:
+        parsed, spec, tree = parse_filter(document)
+        fatal = [e for e in parsed.errors if not is_metadata_error(e)]
+        if fatal:
+            return RuleRefusal(where, f"pySigma: {one_line(fatal[0])}")
+    except Unsupported as err:
+        return RuleRefusal(where, str(err))
+    except SigmaError as err:
+        return RuleRefusal(where, f"pySigma: {one_line(err)}")
+    except RecursionError:
+        return RuleRefusal(where, "condition nested too deeply")
+    return RuleTree(
+        rule_info(parsed, path),
+        tree,
+        False,
+        (),
+        name=parsed.name,
+        filter=spec,
+        logsource=spec.logsource,
+    )
 
 
 def _compile_rule(
     rule: Any, path: Path, pipeline: Any, notes: tuple[str, ...] = ()
 ) -> RuleTree | RuleRefusal:
     where = str(path)
-    if isinstance(rule, SigmaCorrelationRule):
-        return RuleRefusal(where, "correlation rule (not yet supported)")
     if not isinstance(rule, SigmaRule):
         return RuleRefusal(where, f"{type(rule).__name__} (not yet supported)")
     fatal = [e for e in rule.errors if not is_metadata_error(e)]
     if fatal:
-        return RuleRefusal(where, f"pySigma: {_one_line(fatal[0])}")
-    notes += tuple(f"metadata: {_one_line(e)}" for e in rule.errors)
+        return RuleRefusal(where, f"pySigma: {one_line(fatal[0])}")
+    notes += tuple(f"metadata: {one_line(e)}" for e in rule.errors)
     try:
         pipeline.apply(rule)
         conditions = [c.parsed for c in rule.detection.parsed_condition]
@@ -350,13 +368,20 @@ def _compile_rule(
     except Unsupported as err:
         return RuleRefusal(where, str(err))
     except SigmaError as err:
-        return RuleRefusal(where, f"pySigma: {_one_line(err)}")
+        return RuleRefusal(where, f"pySigma: {one_line(err)}")
     except RecursionError:
         return RuleRefusal(where, "condition nested too deeply")
     if not trees:
         return RuleRefusal(where, "no condition")
     tree = simplify(trees[0] if len(trees) == 1 else Or(tuple(trees)))
-    return RuleTree(rule_info(rule, path), tree, applies_to_windows(rule, tree), notes)
+    source = rule.logsource
+    logsource = LogSource(
+        (source.product or "").lower() or None,
+        (source.category or "").lower() or None,
+        (source.service or "").lower() or None,
+    )
+    windows = applies_to_windows(rule, tree)
+    return RuleTree(rule_info(rule, path), tree, windows, notes, rule.name, logsource)
 
 
 def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:
@@ -375,7 +400,7 @@ def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:
     return (logsource.category or "").lower() not in NETWORK_CATEGORIES
 
 
-def rule_info(rule: SigmaRule, path: Path) -> RuleInfo:
+def rule_info(rule: SigmaRuleBase, path: Path) -> RuleInfo:
     """The attribution an alert carries (DRL 1.1: author, licence, link to the rule)."""
     level = rule.level.name.lower() if rule.level is not None else "medium"
     return RuleInfo(

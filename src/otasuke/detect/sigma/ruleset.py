@@ -1,4 +1,13 @@
-"""Sigma ルールセット: the loaded rules, indexed, matched against events (the hot path)."""
+"""Sigma ルールセット: the loaded rules, indexed, matched against events (the hot path).
+
+Windows event log records go through the (Channel, EventID) index and the literal
+prefilter, and only Windows rules are evaluated on them. Other events (Zeek, Suricata,
+FortiGate traffic, auditd) are tagged with their log sources
+(:mod:`otasuke.detect.sigma.mappings`) and only the non-Windows rules whose log source
+accepts one of them are evaluated, on the fields with Sigma aliases added. Correlation
+rules (相関ルール) and filters (除外フィルタ) load with the rules; correlation state lives
+in the :class:`~otasuke.detect.engine.Detector`, not here (a rule set is shared).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +17,25 @@ from typing import Any
 
 from otasuke.detect.detection import Detection, DetectionSource
 from otasuke.detect.sigma.cache import default_cache_dir
+from otasuke.detect.sigma.correlation import CorrelationSpec
+from otasuke.detect.sigma.filters import apply_filters
 from otasuke.detect.sigma.index import Bucket, IndexKey, build_bucket, index_keys, required_literals
+from otasuke.detect.sigma.mappings import EventSources, sigma_event
 from otasuke.detect.sigma.rules import (
     BUNDLED_DIR,
     CompiledRule,
     RuleInfo,
     RuleRefusal,
-    load_rules,
+    RuleTree,
+    compiled,
+    load_rule_trees,
 )
 from otasuke.detect.sigma.view import EventView, sigma_name
-from otasuke.ingest.event import Event
+from otasuke.ingest.event import Event, SourceFormat
 
 __all__ = ["RuleSet", "default_cache_dir", "default_rule_paths"]
+
+Correlation = tuple[RuleInfo, CorrelationSpec]
 
 
 def default_rule_paths() -> list[Path]:
@@ -30,16 +46,30 @@ def default_rule_paths() -> list[Path]:
 class RuleSet:
     """Compiled Sigma rules filed by (Channel, EventID) with a literal prefilter."""
 
-    def __init__(self, compiled: Sequence[CompiledRule], refused: Sequence[RuleRefusal]) -> None:
-        self.compiled = list(compiled)
+    def __init__(
+        self,
+        compiled: Sequence[CompiledRule],
+        refused: Sequence[RuleRefusal],
+        *,
+        correlations: Sequence[Correlation] = (),
+        filters: Sequence[RuleTree] = (),
+    ) -> None:
+        self.base = list(compiled)
+        """The rules before filters (what :meth:`with_filters` starts from)."""
+        self.filters = [f for f in filters if f.filter is not None]
+        self.compiled = apply_filters(self.base, self.filters)
         self.rules: list[RuleInfo] = [rule.info for rule in self.compiled]
         self.refused: list[RuleRefusal] = list(refused)
+        self.correlations: list[Correlation] = list(correlations)
+        self.silent = silent_rules(self.correlations)
+        """Ids of rules that only feed correlations (``generate: false``): no own alert."""
         self._by_key: dict[IndexKey, list[int]] = {}
         self._literals = [required_literals(rule.tree) for rule in self.compiled]
         for position, rule in enumerate(self.compiled):
             for key in index_keys(rule.tree):
                 self._by_key.setdefault(key, []).append(position)
         self._buckets: dict[IndexKey, Bucket] = {}
+        self._source_buckets: dict[EventSources, Bucket] = {}
 
     @classmethod
     def load(
@@ -49,53 +79,84 @@ class RuleSet:
         progress: Callable[[int, int], None] | None = None,
         cache_dir: Path | None = None,
     ) -> RuleSet:
-        """Rules from files or directories (recursive ``*.yml``); refusals are kept.
+        """Rules, correlations and filters from files or directories (recursive ``*.yml``).
 
         ``cache_dir``: keep and reuse compiled rules there (see
         :mod:`otasuke.detect.sigma.cache`; :func:`default_cache_dir` is the usual place);
-        None compiles every file.
+        None compiles every file. Refusals are kept in :attr:`refused`.
         """
-        compiled, refused = load_rules(paths, progress, cache_dir=cache_dir)
-        return cls(compiled, refused)
+        trees, refused = load_rule_trees(paths, progress, cache_dir=cache_dir)
+        return cls.from_trees(trees, refused)
+
+    @classmethod
+    def from_trees(cls, trees: Sequence[RuleTree], refused: Sequence[RuleRefusal]) -> RuleSet:
+        """A rule set from loaded trees: rules compiled, correlations and filters apart."""
+        return cls(
+            [compiled(t) for t in trees if t.kind == "rule"],
+            refused,
+            correlations=[(t.info, t.correlation) for t in trees if t.correlation is not None],
+            filters=[t for t in trees if t.filter is not None],
+        )
+
+    def with_filters(self, extra: Sequence[Path | RuleTree]) -> RuleSet:
+        """This rule set narrowed by more filters (a customer's exceptions).
+
+        ``extra``: filter files or folders, or filter trees already loaded. Documents in
+        those files that are not filters are refused (kept in the new set's ``refused``).
+        """
+        trees: list[RuleTree] = [t for t in extra if isinstance(t, RuleTree)]
+        paths = [p for p in extra if isinstance(p, Path)]
+        refused = list(self.refused)
+        if paths:
+            loaded, problems = load_rule_trees(paths)
+            refused.extend(problems)
+            for tree in loaded:
+                if tree.filter is not None:
+                    trees.append(tree)
+                else:
+                    refused.append(RuleRefusal(tree.info.path, "not a filter (customer filters)"))
+        return RuleSet(
+            self.base,
+            refused,
+            correlations=self.correlations,
+            filters=[*self.filters, *trees],
+        )
 
     def match(self, fields: Mapping[str, Any]) -> list[RuleInfo]:
-        """Sigma ルール評価: the rules this event's fields match, in load order."""
+        """Sigma ルール評価: the Windows rules this event's fields match, in load order."""
         return [rule.info for rule in self.matching_rules(EventView(fields))]
 
     def matching_rules(self, view: EventView) -> list[CompiledRule]:
-        """The compiled rules matching one event view."""
+        """The compiled Windows rules matching one event view (a Windows event log record)."""
         bucket = self._bucket(view.key())
         rules = bucket.rules
         return [rules[i] for i in bucket.candidates(view) if rules[i].predicate(view)]
 
+    def event_matches(self, event: Event) -> tuple[list[CompiledRule], Mapping[str, Any]]:
+        """The rules one event matches (any format), and the fields they were matched on.
+
+        EVTX records (and other records carrying a Windows ``Channel``) are matched against
+        Windows rules; other events against the rules of their log sources, on their fields
+        with Sigma aliases; events of no known log source against nothing.
+        """
+        fields = event.fields
+        if event.source_format is SourceFormat.EVTX:
+            return self.matching_rules(EventView(fields)), fields
+        sources, fields = sigma_event(event)
+        if not sources:
+            if "Channel" in fields:
+                return self.matching_rules(EventView(fields)), fields
+            return [], fields
+        view = EventView(fields)
+        bucket = self._source_bucket(sources)
+        rules = bucket.rules
+        return [rules[i] for i in bucket.candidates(view) if rules[i].predicate(view)], fields
+
     def detections(self, event: Event) -> list[Detection]:
         """One Detection per matching rule, with the author attribution DRL 1.1 requires."""
-        view = EventView(event.fields)
-        found = []
-        for rule in self.matching_rules(view):
-            info = rule.info
-            matched = {
-                k: v
-                for k, v in event.fields.items()
-                if k.lower() in rule.fields or sigma_name(k) in rule.fields
-            }
-            found.append(
-                Detection(
-                    source=DetectionSource.SIGMA,
-                    rule_id=info.id,
-                    title=info.title,
-                    level=info.level,
-                    author=info.author,
-                    licence=info.licence,
-                    licence_url=info.licence_url,
-                    rule_url=info.rule_url,
-                    description=info.description,
-                    references=info.references,
-                    tags=info.tags,
-                    matched=matched,
-                )
-            )
-        return found
+        matched, fields = self.event_matches(event)
+        silent = self.silent
+        return [detection(rule, fields) for rule in matched if rule.info.id not in silent]
 
     def _bucket(self, key: IndexKey) -> Bucket:
         bucket = self._buckets.get(key)
@@ -103,10 +164,56 @@ class RuleSet:
             channel, event_id = key
             keys = {(channel, event_id), (channel, None), (None, event_id), (None, None)}
             positions = sorted({p for k in keys for p in self._by_key.get(k, ())})
-            if channel is not None:  # a Windows event log record: not for Linux/network rules
-                positions = [p for p in positions if self.compiled[p].windows]
+            positions = [p for p in positions if self.compiled[p].windows]
             bucket = build_bucket(
                 [self.compiled[p] for p in positions], [self._literals[p] for p in positions]
             )
             self._buckets[key] = bucket
         return bucket
+
+    def _source_bucket(self, sources: EventSources) -> Bucket:
+        bucket = self._source_buckets.get(sources)
+        if bucket is None:
+            positions = [
+                p
+                for p, rule in enumerate(self.compiled)
+                if not rule.windows and any(rule.logsource.accepts(s) for s in sources)
+            ]
+            bucket = build_bucket(
+                [self.compiled[p] for p in positions], [self._literals[p] for p in positions]
+            )
+            self._source_buckets[sources] = bucket
+        return bucket
+
+
+def silent_rules(correlations: Sequence[Correlation]) -> frozenset[str]:
+    """Rules referenced only by correlations that do not ``generate`` their own alerts."""
+    loud = {r for _, spec in correlations if spec.generate for r in spec.rules}
+    return frozenset(r for _, spec in correlations for r in spec.rules if r not in loud)
+
+
+def detection(rule: CompiledRule, fields: Mapping[str, Any]) -> Detection:
+    """The Detection of one matching rule; ``matched``: the event fields the rule names."""
+    info = rule.info
+    matched = {
+        k: v for k, v in fields.items() if k.lower() in rule.fields or sigma_name(k) in rule.fields
+    }
+    return rule_detection(info, matched)
+
+
+def rule_detection(info: RuleInfo, matched: Mapping[str, Any]) -> Detection:
+    """A Detection carrying the rule's attribution (DRL 1.1: author, licence, link)."""
+    return Detection(
+        source=DetectionSource.SIGMA,
+        rule_id=info.id,
+        title=info.title,
+        level=info.level,
+        author=info.author,
+        licence=info.licence,
+        licence_url=info.licence_url,
+        rule_url=info.rule_url,
+        description=info.description,
+        references=info.references,
+        tags=info.tags,
+        matched=matched,
+    )

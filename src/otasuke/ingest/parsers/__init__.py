@@ -114,4 +114,11 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from otasuke.ingest.parsers import evtx, fortigate, jsonl, suricata  # noqa: F401
+    from otasuke.ingest.parsers import (  # noqa: F401
+        auditd,
+        evtx,
+        fortigate,
+        jsonl,
+        suricata,
+        zeek,
+    )

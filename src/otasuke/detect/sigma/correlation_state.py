@@ -1,0 +1,340 @@
+"""相関ルールの状態 (correlation state): Sigma correlations over the event stream.
+
+:class:`CorrelationEngine` is fed, in time order, the ids of the rules each event matched;
+it keeps per (correlation, customer, group-by values) a small window state and returns a
+:class:`CorrelationHit` when a correlation's condition is met. Memory is bounded:
+
+* each window only holds what its condition needs (at most ``count + 1`` timestamps for
+  ``event_count`` with ``gt``/``gte``; at most ``max_per_group`` values otherwise);
+* at most ``max_groups`` groups in all: the least recently updated is evicted first and
+  counted in :attr:`CorrelationEngine.evicted`;
+* groups idle for longer than their timespan are dropped as time moves on (a sweep at most
+  every ``sweep_every`` seconds of event time), counted in :attr:`CorrelationEngine.expired`.
+
+Conditions that can only grow true (``gt``, ``gte``) are decided on the event that meets
+them, over a sliding window, and the group starts afresh. The others (``lt``, ``lte``,
+``eq``, ``neq``) are decided when a window (first event + timespan) closes: on a later
+event, a sweep or :meth:`CorrelationEngine.flush`. A group that saw no event at all is not
+known, so "fewer than N" never fires for zero events.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from otasuke.detect.sigma.correlation import CorrelationSpec
+from otasuke.detect.sigma.rules import RuleInfo
+from otasuke.detect.sigma.view import text_of
+
+GroupValues = tuple[Any, ...]
+GroupKey = tuple[int, str | None, GroupValues]
+"""(correlation position, customer, group-by values)."""
+MAX_CHAIN = 4
+"""Correlations of correlations are followed this deep."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationHit:
+    """A correlation rule's condition met for one group (相関検知)."""
+
+    info: RuleInfo
+    spec: CorrelationSpec
+    customer: str | None
+    group: Mapping[str, Any]
+    """The group-by field values."""
+    count: int
+    """Events (event_count), distinct values (value_count) or rules seen (temporal)."""
+    first_seen: float
+    last_seen: float
+    """Epoch seconds of the window's first and last event."""
+
+
+class _Group:
+    __slots__ = ("counts", "first", "last", "seen", "steps", "times", "total", "values")
+
+    def __init__(self, t: float, steps: int) -> None:
+        self.first = t
+        self.last = t
+        self.total = 0
+        self.times: deque[float] = deque()
+        self.values: deque[tuple[float, str]] = deque()
+        self.counts: dict[str, int] = {}
+        self.seen: dict[str, float] = {}
+        self.steps: list[float | None] = [None] * steps
+
+
+class CorrelationEngine:
+    """Bounded, expiring state for a set of correlation rules (one per Detector)."""
+
+    def __init__(
+        self,
+        correlations: Sequence[tuple[RuleInfo, CorrelationSpec]],
+        *,
+        max_groups: int = 100_000,
+        max_per_group: int = 10_000,
+        sweep_every: float = 60.0,
+    ) -> None:
+        self.correlations = list(correlations)
+        self.max_groups = max_groups
+        self.max_per_group = max_per_group
+        self.sweep_every = sweep_every
+        self.evicted = 0
+        """Groups dropped because ``max_groups`` was reached."""
+        self.expired = 0
+        """Groups dropped because their window had passed."""
+        self._watch: dict[str, tuple[int, ...]] = {}
+        for position, (_info, spec) in enumerate(self.correlations):
+            for rule_id in dict.fromkeys(spec.rules):
+                self._watch[rule_id] = (*self._watch.get(rule_id, ()), position)
+        self._state: OrderedDict[GroupKey, _Group] = OrderedDict()
+        self._next_sweep = float("-inf")
+        self._closing = 0
+        """Open groups of conditions decided at window close (lt/lte/eq/neq)."""
+
+    @property
+    def watched(self) -> frozenset[str]:
+        """Rule ids some correlation refers to."""
+        return frozenset(self._watch)
+
+    @property
+    def groups(self) -> int:
+        """Groups currently held."""
+        return len(self._state)
+
+    @property
+    def needs_ticks(self) -> bool:
+        """True while windows are open that only time can close (see :meth:`tick`)."""
+        return self._closing > 0
+
+    def feed(
+        self,
+        event_time: float | datetime,
+        customer_key: str | int | None,
+        matched_rule_ids: Iterable[str],
+        fields: Mapping[str, Any],
+    ) -> list[CorrelationHit]:
+        """One event's matched rules; the correlation hits it completes (usually none)."""
+        watched = [r for r in matched_rule_ids if r in self._watch]
+        if not watched:
+            return []
+        t = event_time.timestamp() if isinstance(event_time, datetime) else float(event_time)
+        customer = None if customer_key is None else str(customer_key)
+        hits = self.tick(t)
+        lookup = _Fields(fields)
+        for depth in range(MAX_CHAIN):
+            found: list[CorrelationHit] = []
+            for rule_id in watched:
+                for position in self._watch[rule_id]:
+                    hit = self._update(position, customer, rule_id, t, lookup)
+                    if hit is not None:
+                        found.append(hit)
+            hits.extend(found)
+            watched = [h.info.id for h in found if h.info.id in self._watch]
+            if not watched or depth == MAX_CHAIN - 1:
+                break
+            merged = dict(fields)
+            for h in found:
+                merged.update(h.group)
+            lookup = _Fields(merged)
+        return hits
+
+    def tick(self, now: float) -> list[CorrelationHit]:
+        """Let time move on: drop idle groups, close windows that have passed."""
+        if now < self._next_sweep:
+            return []
+        self._next_sweep = now + self.sweep_every
+        hits: list[CorrelationHit] = []
+        for key in [k for k, g in self._state.items() if self._passed(k, g, now)]:
+            group = self._state.pop(key)
+            self.expired += 1
+            hits.extend(self._closed(key, group))
+        return hits
+
+    def flush(self) -> list[CorrelationHit]:
+        """Close every open window (end of a file or of the stream) and forget all state."""
+        hits: list[CorrelationHit] = []
+        for key, group in self._state.items():
+            hits.extend(self._closed(key, group))
+        self._state.clear()
+        self._closing = 0
+        return hits
+
+    def _passed(self, key: GroupKey, group: _Group, now: float) -> bool:
+        spec = self.correlations[key[0]][1]
+        return now - group.last > spec.timespan or (
+            not spec.rising and now - group.first > spec.timespan
+        )
+
+    def _closed(self, key: GroupKey, group: _Group) -> list[CorrelationHit]:
+        spec = self.correlations[key[0]][1]
+        if spec.rising or spec.type.startswith("temporal"):
+            return []
+        self._closing -= 1
+        count = group.total if spec.type == "event_count" else len(group.counts)
+        return [self._hit(key, group, count)] if spec.holds(count) else []
+
+    def _update(
+        self, position: int, customer: str | None, rule_id: str, t: float, fields: _Fields
+    ) -> CorrelationHit | None:
+        spec = self.correlations[position][1]
+        values = tuple(fields.get(spec.field_for(name, rule_id)) for name in spec.group_by)
+        key: GroupKey = (position, customer, values)
+        group = self._state.get(key)
+        closed: CorrelationHit | None = None
+        if group is not None and not spec.rising and t - group.first > spec.timespan:
+            del self._state[key]
+            ended = self._closed(key, group)
+            closed = ended[0] if ended else None
+            group = None
+        if group is None:
+            group = self._new_group(key, spec, t)
+        else:
+            self._state.move_to_end(key)
+        group.last = max(group.last, t)
+        count = self._count(spec, group, rule_id, t, fields)
+        if closed is not None:
+            return closed
+        decided_now = spec.rising or spec.type.startswith("temporal")
+        if count is not None and decided_now and spec.holds(count):
+            del self._state[key]
+            return self._hit(key, group, count)
+        return None
+
+    def _new_group(self, key: GroupKey, spec: CorrelationSpec, t: float) -> _Group:
+        while len(self._state) >= self.max_groups:
+            old_key, _ = self._state.popitem(last=False)
+            self.evicted += 1
+            if not self.correlations[old_key[0]][1].rising and not self._is_temporal(old_key):
+                self._closing -= 1
+        group = _Group(t, len(spec.rules) if spec.type == "temporal_ordered" else 0)
+        self._state[key] = group
+        if not spec.rising and not spec.type.startswith("temporal"):
+            self._closing += 1
+        return group
+
+    def _is_temporal(self, key: GroupKey) -> bool:
+        return self.correlations[key[0]][1].type.startswith("temporal")
+
+    def _count(
+        self, spec: CorrelationSpec, group: _Group, rule_id: str, t: float, fields: _Fields
+    ) -> int | None:
+        horizon = t - spec.timespan
+        if spec.type == "event_count":
+            group.total += 1
+            if not spec.rising:
+                return group.total
+            times = group.times
+            times.append(t)
+            while times and times[0] < horizon:
+                times.popleft()
+            while len(times) > spec.count + 1:
+                times.popleft()
+            group.first = times[0]
+            return len(times)
+        if spec.type == "value_count":
+            return self._count_value(spec, group, rule_id, t, fields, horizon)
+        if spec.type == "temporal":
+            seen = group.seen
+            seen[rule_id] = t
+            for other in [r for r, when in seen.items() if when < horizon]:
+                del seen[other]
+            group.first = min(seen.values())
+            return len(seen)
+        return self._count_ordered(spec, group, rule_id, t, horizon)
+
+    def _count_value(
+        self,
+        spec: CorrelationSpec,
+        group: _Group,
+        rule_id: str,
+        t: float,
+        fields: _Fields,
+        horizon: float,
+    ) -> int | None:
+        value = fields.get(spec.field_for(spec.field or "", rule_id))
+        if value is None:
+            return None
+        text = str(value)
+        counts = group.counts
+        if spec.rising:
+            pairs = group.values
+            pairs.append((t, text))
+            counts[text] = counts.get(text, 0) + 1
+            while pairs and (pairs[0][0] < horizon or len(pairs) > self.max_per_group):
+                _, old = pairs.popleft()
+                left = counts[old] - 1
+                if left:
+                    counts[old] = left
+                else:
+                    del counts[old]
+            group.first = pairs[0][0]
+        elif text in counts or len(counts) < self.max_per_group:
+            counts[text] = counts.get(text, 0) + 1
+        return len(counts)
+
+    def _count_ordered(
+        self, spec: CorrelationSpec, group: _Group, rule_id: str, t: float, horizon: float
+    ) -> int:
+        steps = group.steps
+        for k in range(len(spec.rules) - 1, -1, -1):
+            if spec.rules[k] != rule_id:
+                continue
+            if k == 0:
+                steps[0] = t
+            else:
+                start = steps[k - 1]
+                if start is not None and start >= horizon:
+                    current = steps[k]
+                    steps[k] = start if current is None else max(current, start)
+        for k, start in enumerate(steps):
+            if start is not None and start < horizon:
+                steps[k] = None
+        done = 0
+        for k, start in enumerate(steps):
+            if start is not None:
+                done = k + 1
+        starts = [s for s in steps if s is not None]
+        group.first = min(starts) if starts else t
+        return done
+
+    def _hit(self, key: GroupKey, group: _Group, count: int) -> CorrelationHit:
+        position, customer, values = key
+        info, spec = self.correlations[position]
+        return CorrelationHit(
+            info=info,
+            spec=spec,
+            customer=customer,
+            group=dict(zip(spec.group_by, values, strict=True)),
+            count=count,
+            first_seen=group.first,
+            last_seen=group.last,
+        )
+
+
+class _Fields:
+    """Case-insensitive field lookup (Sigma names), values as comparable text."""
+
+    __slots__ = ("_fields", "_lower")
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self._fields = fields
+        self._lower: dict[str, Any] | None = None
+
+    def get(self, name: str) -> Any:
+        if name in self._fields:
+            return _hashable(self._fields[name])
+        if self._lower is None:
+            self._lower = {k.lower(): v for k, v in self._fields.items()}
+        return _hashable(self._lower.get(name.lower()))
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
+
+
+def _hashable(value: Any) -> Any:
+    text = text_of(value)
+    return tuple(text) if isinstance(text, list) else text
