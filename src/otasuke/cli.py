@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from otasuke.cli_commands import customers, demo, imports, incidents, sensors, serve
+from otasuke.cli_commands import (
+    customers,
+    demo,
+    imports,
+    incidents,
+    retention,
+    search,
+    sensors,
+    serve,
+    status,
+)
 from otasuke.detect.command import detect_command
 from otasuke.detect.rules_command import rules_app
 
@@ -48,6 +58,9 @@ app.command("import")(imports.import_command)
 app.command("detect")(detect_command)
 app.command("customers")(customers.customers_command)
 app.command("incidents")(incidents.incidents_command)
+app.command("search")(search.search_command)
+app.command("status")(status.status_command)
+app.command("retention")(retention.retention_command)
 app.add_typer(sensors.app, name="sensors")
 app.add_typer(rules_app, name="rules")
 

@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     """Largest ingest request body accepted (HTTP 413 above)."""
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     """How often the in-process worker looks for accepted events not yet processed."""
+    event_store_dir: Path | None = None
+    """Parquet event store (per customer and day, searched with DuckDB); unset means
+    <data_dir>/events."""
+    event_retention_days: int = Field(default=90, ge=1)
+    """Days of events kept in the event store when the contract names no other figure."""
+    event_export_interval_seconds: float = Field(default=60, gt=0)
+    """How often processed events are copied into the event store."""
+    sensor_check_seconds: float = Field(default=60, gt=0)
+    """How often sensors are checked for silence (REQ-MON-24H)."""
+    metrics_token: str | None = Field(default=None, repr=False)
+    """Bearer token that /metrics requires; unset means /metrics is open (keep it on
+    loopback or behind the proxy then)."""
     syslog_tcp_host: str = "127.0.0.1"
     """Address of the syslog TCP receiver (0.0.0.0 to accept UTMs on the network)."""
     syslog_tcp_port: int | None = Field(default=5514, ge=1, le=65535)

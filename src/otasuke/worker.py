@@ -11,6 +11,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from otasuke.eventstore.export import EventExporter
+from otasuke.eventstore.layout import events_root
+from otasuke.health import SensorWatch
 from otasuke.pipeline import Pipeline, ProcessResult
 
 log = logging.getLogger(__name__)
@@ -49,9 +52,18 @@ class BackgroundWorker:
             self.last_error = f"{exc.__class__.__name__}: {exc}"
             return
         self.ready.set()
+        settings = self.pipeline.settings
+        watch = SensorWatch(self.pipeline.db, interval_seconds=settings.sensor_check_seconds)
+        exporter = EventExporter(
+            self.pipeline.db,
+            events_root(settings),
+            interval_seconds=settings.event_export_interval_seconds,
+        )
         while not self._stop.is_set():
             try:
                 self.last_result = self.pipeline.process_pending()
+                watch.run_if_due()
+                exporter.run_if_due()
                 self.last_error = None
             except Exception as exc:  # logged and retried; events stay pending, none lost
                 log.exception("pipeline run failed; retrying")

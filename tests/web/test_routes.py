@@ -22,6 +22,7 @@ PUBLIC: dict[str, str] = {
     "/login": "the login form",
     "/static": "CSS, htmx and the countdown script",
     "/openapi.json": "the API schema (HTML pages are left out of it)",
+    "/metrics": "Prometheus figures, counts only; bearer token when metrics_token is set",
 }
 
 PROVIDER = {Role.PROVIDER_ADMIN, Role.ANALYST, Role.HELPDESK}

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from otasuke import metrics
 from otasuke.cli_commands import open_database
 from otasuke.detect.engine import Detector
 from otasuke.ingest.receivers.syslog import start_syslog
@@ -28,9 +29,11 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
 
     app = create_app(settings, db=db, make_pipeline=make_pipeline)
     syslog = start_syslog(settings, db)
+    metrics.watch_syslog(syslog)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     finally:
+        metrics.METRICS.unwatch_syslog(syslog)
         syslog.stop()
 
 

@@ -19,6 +19,8 @@ class DetectionSource(StrEnum):
     IOC = "ioc"
     SURICATA = "suricata"
     FORTIGATE = "fortigate"
+    HEALTH = "health"
+    """Otasuke's own checks: a sensor fell silent (REQ-MON-24H)."""
 
 
 @dataclass(frozen=True, slots=True)

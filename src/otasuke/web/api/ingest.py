@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from otasuke import metrics
 from otasuke.db.engine import Database
 from otasuke.db.models import Sensor
 from otasuke.ingest.store import Source, accept_lines
@@ -73,6 +74,7 @@ def _store(db: Database, token_hash: str, body: bytes) -> dict[str, Any] | None:
         if sensor is None:
             return None
         result = accept_lines(s, Source.of(sensor), body.splitlines())
+        metrics.count_accepted(result, "http")
     # committed here: the answer below is given only after the data is durable
     return {
         "accepted": result.accepted,
