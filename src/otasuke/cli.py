@@ -19,6 +19,7 @@ from otasuke.cli_commands import (
     sensors,
     serve,
     status,
+    worker,
 )
 from otasuke.detect.command import detect_command
 from otasuke.detect.rules_command import rules_app
@@ -61,6 +62,7 @@ app.command("incidents")(incidents.incidents_command)
 app.command("search")(search.search_command)
 app.command("status")(status.status_command)
 app.command("retention")(retention.retention_command)
+app.command("worker")(worker.worker_command)
 app.add_typer(sensors.app, name="sensors")
 app.add_typer(rules_app, name="rules")
 

@@ -90,6 +90,26 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, repr=False)
     """Bearer token that /metrics requires; unset means /metrics is open (keep it on
     loopback or behind the proxy then)."""
+    bus_url: str | None = None
+    """NATS JetStream server(s), comma-separated (nats://127.0.0.1:4222); unset means no bus:
+    receivers store into the database themselves. Set: receivers publish, `otasuke worker`
+    processes store and detect."""
+    bus_stream: str = "OTASUKE_INGEST"
+    """JetStream stream name."""
+    bus_subject_prefix: str = "otasuke.ingest"
+    """Subject prefix of the ingest messages."""
+    bus_durable: str = "otasuke-workers"
+    """Durable consumer name shared by all workers."""
+    bus_duplicate_window_seconds: float = Field(default=120.0, gt=0)
+    """JetStream duplicate window: a batch re-published within it is dropped."""
+    bus_batch_records: int = Field(default=500, ge=1)
+    """Most spool records in one bus message."""
+    bus_batch_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest bus message."""
+    bus_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    """How long JetStream waits for a worker's ack before redelivering."""
+    bus_replicas: int = Field(default=1, ge=1, le=5)
+    """Stream replicas (a NATS cluster)."""
     syslog_tcp_host: str = "127.0.0.1"
     """Address of the syslog TCP receiver (0.0.0.0 to accept UTMs on the network)."""
     syslog_tcp_port: int | None = Field(default=5514, ge=1, le=65535)

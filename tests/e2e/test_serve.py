@@ -6,18 +6,22 @@ runs with the server), REQ-MON-60MIN (the customer is told at once).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx2
 import orjson
+import pytest
 
-from tests.conftest import Inbox, free_port, wait_for
+from otasuke.db.engine import Database
+from tests.conftest import Inbox, free_port, need, wait_for
 from tests.e2e.test_cli import run
 
 
@@ -103,3 +107,81 @@ def test_syslog_to_mail_through_otasuke_serve(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.postgres
+def test_scale_out_syslog_through_jetstream_to_a_worker(
+    tmp_path: Path, smtp_server: tuple[str, int, Inbox], pg_db: Database
+) -> None:
+    """Issue 5: `serve` publishes to JetStream, `otasuke worker` stores in PostgreSQL and tells."""
+    from tests.bus.conftest import NATS_URL, START_NATS, delete_stream, reachable
+
+    if not reachable(NATS_URL):
+        need(f"NATS not reachable at {NATS_URL}; start it with '{START_NATS}'")
+    data, tag = tmp_path / "data", uuid.uuid4().hex[:8]
+    run(data, "demo", "--no-serve", database_url=pg_db.url)
+    run(
+        data,
+        "sensors",
+        "add",
+        "--customer",
+        "sakura-clinic",
+        "--kind",
+        "fortigate",
+        "--name",
+        "院内UTM2",
+        "--syslog-source",
+        "127.0.0.1",
+        database_url=pg_db.url,
+    )
+    before = len(smtp_server[2].messages)
+    web, syslog = free_port(), free_port()
+    env = {
+        **os.environ,
+        "OTASUKE_DATA_DIR": str(data),
+        "OTASUKE_PORT": str(web),
+        "OTASUKE_DATABASE_URL": pg_db.url,
+        "OTASUKE_BUS_URL": NATS_URL,
+        "OTASUKE_BUS_STREAM": f"OTASUKE_E2E_{tag}",
+        "OTASUKE_BUS_SUBJECT_PREFIX": f"e2e{tag}",
+        "OTASUKE_BUS_DURABLE": f"e2e-{tag}",
+        "OTASUKE_SYSLOG_TCP_PORT": str(syslog),
+        "OTASUKE_SYSLOG_UDP_PORT": str(syslog),
+        "OTASUKE_SMTP_HOST": smtp_server[0],
+        "OTASUKE_SMTP_PORT": str(smtp_server[1]),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "otasuke.cli", *cmd],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for cmd in (["serve"], ["worker"])
+    ]
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx2.get(f"http://127.0.0.1:{web}/login", timeout=2).status_code == 200
+            except httpx2.HTTPError:
+                return False
+
+        wait_for(up, timeout=60)
+        t = datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo"))
+        line = (
+            f'date={t:%Y-%m-%d} time={t:%H:%M:%S} devname="FG40F-SAKURA" type="traffic" '
+            'srcip=192.168.1.31 srcname="UKETSUKE-PC" dstip=66.210.228.178 dstport=443 '
+            'action="accept"'
+        )
+        with socket.create_connection(("127.0.0.1", syslog), timeout=10) as sock:
+            sock.sendall(f"<134>{t:%b %d %H:%M:%S} FG40F-SAKURA {line}\n".encode())  # RFC 3164
+        mails = wait_for(lambda: smtp_server[2].messages[before:], timeout=90)
+        assert mails[0]["To"] == "office@sakura-clinic.example.jp"
+        assert "UKETSUKE-PC" in mails[0]["Subject"]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        asyncio.run(delete_stream(NATS_URL, f"OTASUKE_E2E_{tag}"))

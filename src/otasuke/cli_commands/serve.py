@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from otasuke import metrics
+from otasuke.bus.jetstream import BusConfig
 from otasuke.cli_commands import open_database
 from otasuke.detect.engine import Detector
-from otasuke.ingest.receivers.syslog import start_syslog
+from otasuke.ingest.receivers.publish import start_publisher
+from otasuke.ingest.receivers.syslog import SyslogConfig, start_syslog
 from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings, get_settings
 
@@ -28,12 +31,19 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
         return Pipeline(db, settings, d)
 
     app = create_app(settings, db=db, make_pipeline=make_pipeline)
-    syslog = start_syslog(settings, db)
+    config = SyslogConfig.from_settings(settings)
+    bus = BusConfig.from_settings(settings) if settings.bus_url else None
+    if bus is not None:  # receivers publish; `otasuke worker` processes store and detect
+        config = replace(config, drain=False)
+    syslog = start_syslog(settings, db, config)
+    publisher = start_publisher(syslog.spool, bus) if bus is not None else None
     metrics.watch_syslog(syslog)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     finally:
         metrics.METRICS.unwatch_syslog(syslog)
+        if publisher is not None:
+            publisher.stop()
         syslog.stop()
 
 

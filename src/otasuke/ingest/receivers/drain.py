@@ -180,6 +180,7 @@ class Drain:
                 source_format=None,
                 field="spool",
                 reason=f"spool record damaged: length or CRC32 wrong ({len(damaged.data)} bytes)",
-                raw=damaged.data.decode("utf-8", "replace"),
+                # PostgreSQL text cannot hold NUL: keep it visible as the text \x00.
+                raw=damaged.data.decode("utf-8", "replace").replace("\x00", "\\x00"),
             )
         )
