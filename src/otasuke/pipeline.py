@@ -64,6 +64,7 @@ class Pipeline:
         target = timedelta(minutes=self.settings.notify_target_minutes)
         while True:
             with self.db.session() as s:
+                self.detector.refresh_tunings(s)
                 rows = s.scalars(
                     select(StoredEvent)
                     .where(StoredEvent.processed.is_(False))

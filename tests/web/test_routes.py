@@ -39,6 +39,8 @@ SCOPED: dict[str, set[Role]] = {
     "/console/incidents/{incident_id}": READERS,
     "/console/mail": PROVIDER,
     "/console/audit": {Role.PROVIDER_ADMIN},
+    "/console/tuning": {Role.PROVIDER_ADMIN, Role.ANALYST},
+    "/console/customers/{slug}/tuning": {Role.PROVIDER_ADMIN, Role.ANALYST},
     "/portal": CUSTOMERS,
     "/portal/contract": CUSTOMERS,
     "/portal/devices": CUSTOMERS,

@@ -167,6 +167,7 @@ class BatchHandler:
     def _process(self, s: Session, uids: dict[int, list[str]], result: HandleResult) -> None:
         """Detection on this message's unprocessed events, locked against every other worker."""
         found: list[tuple[StoredEvent, list[Detection]]] = []
+        self.detector.refresh_tunings(s)
         for customer_id, event_uids in sorted(uids.items()):
             rows = s.scalars(
                 select(StoredEvent)
@@ -179,7 +180,9 @@ class BatchHandler:
                 .with_for_update(skip_locked=True)
             ).all()
             for row in rows:
-                found.append((row, self.detector.detect(stored_to_event(row))))
+                found.append(
+                    (row, self.detector.detect(stored_to_event(row), customer=row.customer_id))
+                )
         if self.postgres:
             for customer_id in sorted({row.customer_id for row, dets in found if dets}):
                 s.execute(

@@ -299,3 +299,27 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(200))
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RuleTuning(Base):
+    """ルール調整: disable a rule, add an exception or override its level (REQ-MON-EP).
+
+    ``customer_id`` None: for every customer of ``provider_id`` (provider-wide); a
+    customer's own tuning of a rule overrides the provider-wide one. Rows are added and
+    removed, never edited, each with an audit entry (see ``otasuke.detect.tuning``).
+    """
+
+    __tablename__ = "rule_tunings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(300), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    """disable, exception or level."""
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Exception: a Sigma selection, field (with |modifiers) → value or list of values."""
+    level: Mapped[str | None] = mapped_column(String(16))
+    """Level override: one of the Sigma levels."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)

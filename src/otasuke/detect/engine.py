@@ -2,14 +2,21 @@
 
 Loading the rules takes seconds, so one :class:`Detector` is built per process
 and reused for every event. It also holds the correlation state (相関ルールの状態) of
-the stream it sees, kept apart per customer, and the customers' own filters.
+the stream it sees, kept apart per customer, the customers' own filters and the rule
+tuning (ルール調整: :mod:`otasuke.detect.tuning`), refreshed from the database by
+:meth:`Detector.refresh_tunings` when it changes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from otasuke.db.models import Organization, RuleTuning
 from otasuke.detect.detection import Detection
 from otasuke.detect.device import device_detections
 from otasuke.detect.ioc import IocSet, default_ioc_paths
@@ -17,7 +24,16 @@ from otasuke.detect.sigma import RuleSet, default_rule_paths
 from otasuke.detect.sigma.correlation_state import CorrelationEngine, CorrelationHit
 from otasuke.detect.sigma.rules import RuleTree
 from otasuke.detect.sigma.ruleset import detection, rule_detection
+from otasuke.detect.tuning import (
+    Tuning,
+    TuningError,
+    TuningTable,
+    make_tuning,
+    shipped_tunings,
+)
 from otasuke.ingest.event import Event
+
+log = logging.getLogger(__name__)
 
 MAX_CORRELATION_GROUPS = 100_000
 """Correlation groups held at most per Detector (the least recently updated go first)."""
@@ -38,6 +54,9 @@ class Detector:
         )
         self._watched = self.correlation.watched if self.correlation is not None else frozenset()
         self._customer_rules: dict[str, RuleSet] = {}
+        self.tuning: TuningTable | None = None
+        """Rule tuning applied after matching; None: none (``otasuke detect``)."""
+        self._tuning_version: tuple[object, ...] | None = None
 
     @classmethod
     def load(
@@ -87,9 +106,47 @@ class Detector:
             if not ids and correlation.needs_ticks:
                 hits = correlation.tick(event.observed_at.timestamp())
             found.extend(correlation_detection(hit) for hit in hits)
+        if self.tuning is not None and found:
+            found = self.tuning.apply(found, fields, customer)
         found.extend(device_detections(event))
         found.extend(self.iocs.detections(event))
         return found
+
+    def set_tunings(
+        self, tunings: Sequence[Tuning], customer_provider: dict[int, int | None] | None = None
+    ) -> None:
+        """ルール調整: apply these tunings (shipped ones included by the caller) from now on."""
+        self.tuning = TuningTable(list(tunings), customer_provider or {})
+
+    def refresh_tunings(self, s: Session) -> bool:
+        """Reload the tunings if the database's changed since the last call; True if so.
+
+        Cheap enough for every batch: one query of the count, highest id and newest
+        creation time of the rows (they are only added and removed, never edited) and the
+        highest organisation id (a new customer). The shipped defaults always come first.
+        """
+        version = tuple(
+            s.execute(
+                select(
+                    func.count(RuleTuning.id),
+                    func.max(RuleTuning.id),
+                    func.max(RuleTuning.created_at),
+                    select(func.max(Organization.id)).scalar_subquery(),
+                )
+            ).one()
+        )
+        if version == self._tuning_version:
+            return False
+        rows = s.scalars(select(RuleTuning).order_by(RuleTuning.id)).all()
+        owners = s.execute(
+            select(Organization.id, Organization.provider_id).where(Organization.kind == "customer")
+        ).all()
+        self.set_tunings(
+            [*shipped_tunings(), *usable_tunings(rows)],
+            {org_id: provider_id for org_id, provider_id in owners},
+        )
+        self._tuning_version = version
+        return True
 
     def flush(self) -> list[Detection]:
         """Close every open correlation window (end of an import); their detections."""
@@ -106,3 +163,28 @@ def correlation_detection(hit: CorrelationHit) -> Detection:
     if hit.spec.field:
         matched["field"] = hit.spec.field
     return rule_detection(info, matched)
+
+
+def usable_tunings(rows: Sequence[RuleTuning]) -> list[Tuning]:
+    """The rows as Tunings; a row that no longer compiles is logged and left out."""
+    out = []
+    for row in rows:
+        try:
+            out.append(tuning_of(row))
+        except TuningError as err:
+            log.warning("rule tuning %s (rule %s) not applied: %s", row.id, row.rule_id, err)
+    return out
+
+
+def tuning_of(row: RuleTuning) -> Tuning:
+    """A database row as a Tuning (rows were checked when added)."""
+    return make_tuning(
+        row.rule_id,
+        row.action,
+        row.reason,
+        selection=row.selection,
+        level=row.level,
+        customer_id=row.customer_id,
+        provider_id=row.provider_id,
+        id=row.id,
+    )

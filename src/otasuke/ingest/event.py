@@ -30,6 +30,16 @@ class SourceFormat(StrEnum):
     JSONL = "jsonl"
     ZEEK = "zeek"
     AUDITD = "auditd"
+    CEF = "cef"
+    PALOALTO = "paloalto"
+    CISCO_ASA = "cisco_asa"
+    SONICWALL = "sonicwall"
+    SOPHOS = "sophos"
+    FILTERLOG = "filterlog"
+    IPTABLES = "iptables"
+    SSHD = "sshd"
+    WINLOGBEAT = "winlogbeat"
+    SYSLOG = "syslog"
 
 
 @dataclass(frozen=True, slots=True)

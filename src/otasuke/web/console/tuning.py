@@ -1,0 +1,284 @@
+"""ルール調整 (rule tuning) pages: per customer and provider-wide (issue 4 point 6).
+
+Analysts and provider administrators (TRIAGE_INCIDENTS) disable a rule, add an
+exception or override a level, each with a reason; every addition and removal writes an
+audit entry (REQ-LAW). Rows belong to the viewer's provider; another provider's
+customer or row answers 404, like an absent one (REQ-TEAM). The detector picks the
+change up before its next batch (:meth:`otasuke.detect.engine.Detector.refresh_tunings`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from otasuke import audit
+from otasuke.db.models import Organization, RuleTuning
+from otasuke.detect.detection import SIGMA_LEVELS
+from otasuke.detect.sigma.rules import BUNDLED_DIR
+from otasuke.detect.tuning import TuningAction, TuningError, make_tuning, shipped_source
+from otasuke.detect.tuning import shipped_tunings as shipped
+from otasuke.errors import NotFound
+from otasuke.i18n import _
+from otasuke.tenancy.roles import Permission
+from otasuke.tenancy.scope import access_alert_by_id, access_customer_by_slug
+from otasuke.web.deps import CurrentUser, DbSession, check_csrf, needs
+from otasuke.web.render import render
+
+router = APIRouter(dependencies=[Depends(check_csrf)], include_in_schema=False)
+Tuner = Annotated[CurrentUser, Depends(needs(Permission.TRIAGE_INCIDENTS))]
+Text = Annotated[str, Form()]
+RULE_LINE = re.compile(r"^(id|title):\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
+
+
+def action_labels() -> dict[str, str]:
+    return {
+        TuningAction.DISABLE.value: _("Disable the rule"),
+        TuningAction.EXCEPTION.value: _("Exception"),
+        TuningAction.LEVEL.value: _("Level override"),
+    }
+
+
+@cache
+def rule_titles(paths: tuple[Path, ...]) -> dict[str, str]:
+    """rule id → title of every rule file the detector loads (read once, no compiling)."""
+    out: dict[str, str] = {}
+    for folder in paths:
+        files = sorted(folder.rglob("*.yml")) if folder.is_dir() else [folder]
+        for path in files:
+            title = ""
+            for match in RULE_LINE.finditer(path.read_text("utf-8", "replace")):
+                key, value = match.group(1), match.group(2)
+                if key == "title":
+                    title = value
+                else:  # every document of the file (correlations) has its own id
+                    out[value] = title
+    return out
+
+
+def known_rules(request: Request) -> dict[str, str]:
+    paths: Sequence[Path] = request.app.state.settings.rules_paths or [BUNDLED_DIR]
+    return rule_titles(tuple(paths))
+
+
+def access_tuning_by_id(
+    s: DbSession, user: CurrentUser, tuning_id: int, customer: Organization | None
+) -> RuleTuning:
+    """One of this provider's rows, of this customer (None: provider-wide), else 404."""
+    row = s.scalar(
+        select(RuleTuning).where(
+            RuleTuning.id == tuning_id,
+            RuleTuning.provider_id == user.provider_id,
+            RuleTuning.customer_id == customer.id
+            if customer is not None
+            else RuleTuning.customer_id.is_(None),
+        )
+    )
+    if row is None:
+        raise NotFound(_("No such tuning."), field="tuning")
+    return row
+
+
+def rows_of(s: DbSession, user: CurrentUser, customer: Organization | None) -> list[RuleTuning]:
+    scope = (
+        RuleTuning.customer_id == customer.id
+        if customer is not None
+        else RuleTuning.customer_id.is_(None)
+    )
+    query = select(RuleTuning).where(RuleTuning.provider_id == user.provider_id, scope)
+    return list(s.scalars(query.order_by(RuleTuning.rule_id, RuleTuning.id)))
+
+
+def prefill(
+    s: DbSession, user: CurrentUser, customer: Organization, alert_id: int
+) -> dict[str, str]:
+    """「このルールを調整」: the alert's rule and matched fields as an exception to edit."""
+    alert = access_alert_by_id(s, user.viewer, alert_id)
+    if alert.customer_id != customer.id:
+        raise NotFound(_("No such alert."), field="alert")
+    matched = {k: v for k, v in (alert.matched or {}).items() if isinstance(v, str | int)}
+    selection = yaml.safe_dump(matched, allow_unicode=True, sort_keys=False) if matched else ""
+    return {"rule_id": alert.rule_id, "action": "exception", "selection": selection}
+
+
+def page(
+    request: Request,
+    s: DbSession,
+    user: CurrentUser,
+    customer: Organization | None,
+    *,
+    form: dict[str, str] | None = None,
+    error: str | None = None,
+) -> Response:
+    return render(
+        request,
+        "console/tuning.html",
+        {
+            "customer": customer,
+            "rows": rows_of(s, user, customer),
+            "provider_rows": rows_of(s, user, None) if customer is not None else [],
+            "shipped": shipped(),
+            "source": shipped_source(),
+            "titles": known_rules(request),
+            "labels": action_labels(),
+            "levels": SIGMA_LEVELS,
+            "form": form or {},
+            "error": error,
+        },
+        status_code=400 if error else 200,
+    )
+
+
+def add(
+    request: Request,
+    s: DbSession,
+    user: CurrentUser,
+    customer: Organization | None,
+    form: dict[str, str],
+) -> Response:
+    """Check the form, store the row and its audit entry; the page again on a mistake."""
+    try:
+        row = checked_row(request, user, customer, form)
+    except TuningError as err:
+        return page(request, s, user, customer, form=form, error=err.message)
+    s.add(row)
+    s.flush()
+    audit.record(
+        s,
+        user.viewer,
+        "rule_tuning.add",
+        f"rule:{row.rule_id}",
+        customer_id=row.customer_id,
+        tuning_id=row.id,
+        tuning=row.action,
+        level=row.level,
+        selection=row.selection,
+        reason=row.reason,
+    )
+    return RedirectResponse(url_of(customer), status_code=303)
+
+
+def checked_row(
+    request: Request, user: CurrentUser, customer: Organization | None, form: dict[str, str]
+) -> RuleTuning:
+    rule_id, action, reason = form["rule_id"].strip(), form["action"], form["reason"].strip()
+    if not reason:
+        raise TuningError(_("Say why (the reason is kept in the audit log)."), field="reason")
+    if rule_id not in known_rules(request):
+        raise TuningError(_("No loaded rule has this id."), field="rule_id")
+    selection: Any = None
+    if action == TuningAction.EXCEPTION:
+        try:
+            selection = yaml.safe_load(form["selection"] or "")
+        except yaml.YAMLError:
+            raise TuningError(_("The exception is not valid YAML."), field="selection") from None
+    level = form["level"] if action == TuningAction.LEVEL else None
+    try:
+        tuning = make_tuning(rule_id, action, reason, selection=selection, level=level)
+    except TuningError as err:
+        message = _("This tuning cannot be used ({detail}).").format(detail=err.message)
+        raise TuningError(message, field=err.field) from None
+    return RuleTuning(
+        provider_id=user.provider_id,
+        customer_id=customer.id if customer is not None else None,
+        rule_id=tuning.rule_id,
+        action=tuning.action.value,
+        selection=dict(selection) if selection is not None else None,
+        level=level,
+        reason=reason,
+        created_by=user.email,
+    )
+
+
+def remove(
+    s: DbSession, user: CurrentUser, customer: Organization | None, tuning_id: int, reason: str
+) -> Response:
+    row = access_tuning_by_id(s, user, tuning_id, customer)
+    audit.record(
+        s,
+        user.viewer,
+        "rule_tuning.remove",
+        f"rule:{row.rule_id}",
+        customer_id=row.customer_id,
+        tuning_id=row.id,
+        tuning=row.action,
+        level=row.level,
+        selection=row.selection,
+        reason=reason.strip() or _("(no reason given)"),
+        added_reason=row.reason,
+    )
+    s.delete(row)
+    return RedirectResponse(url_of(customer), status_code=303)
+
+
+def url_of(customer: Organization | None) -> str:
+    return f"/console/customers/{customer.slug}/tuning" if customer else "/console/tuning"
+
+
+@router.get("/console/tuning", response_class=HTMLResponse)
+def provider_tuning(request: Request, s: DbSession, user: Tuner) -> Response:
+    """提供者共通の調整: the shipped defaults and this provider's own."""
+    return page(request, s, user, None)
+
+
+@router.post("/console/tuning")
+def provider_add(
+    request: Request,
+    s: DbSession,
+    user: Tuner,
+    rule_id: Text = "",
+    action: Text = "",
+    level: Text = "",
+    selection: Text = "",
+    reason: Text = "",
+) -> Response:
+    form = {"rule_id": rule_id, "action": action, "level": level, "selection": selection}
+    return add(request, s, user, None, {**form, "reason": reason})
+
+
+@router.post("/console/tuning/{tuning_id}/remove")
+def provider_remove(tuning_id: int, s: DbSession, user: Tuner, reason: Text = "") -> Response:
+    return remove(s, user, None, tuning_id, reason)
+
+
+@router.get("/console/customers/{slug}/tuning", response_class=HTMLResponse)
+def customer_tuning(
+    request: Request, slug: str, s: DbSession, user: Tuner, alert: int | None = None
+) -> Response:
+    """One customer's tunings; ``?alert=`` prefills an exception from that alert."""
+    customer = access_customer_by_slug(s, user.viewer, slug)
+    form = prefill(s, user, customer, alert) if alert is not None else None
+    return page(request, s, user, customer, form=form)
+
+
+@router.post("/console/customers/{slug}/tuning")
+def customer_add(
+    request: Request,
+    slug: str,
+    s: DbSession,
+    user: Tuner,
+    rule_id: Text = "",
+    action: Text = "",
+    level: Text = "",
+    selection: Text = "",
+    reason: Text = "",
+) -> Response:
+    customer = access_customer_by_slug(s, user.viewer, slug)
+    form = {"rule_id": rule_id, "action": action, "level": level, "selection": selection}
+    return add(request, s, user, customer, {**form, "reason": reason})
+
+
+@router.post("/console/customers/{slug}/tuning/{tuning_id}/remove")
+def customer_remove(
+    slug: str, tuning_id: int, s: DbSession, user: Tuner, reason: Text = ""
+) -> Response:
+    customer = access_customer_by_slug(s, user.viewer, slug)
+    return remove(s, user, customer, tuning_id, reason)
