@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
     """The parse floor: each record of the file as a Python dict, nothing else."""
     import evtx
 
+    item: Any  # typed Optional by the stub; the iterator ends rather than yield None
     for item in evtx.PyEvtxParser(str(path), 1).records_json():
         yield orjson.loads(item["data"])
 
@@ -70,14 +71,19 @@ def variant_a(files: list[Path], _args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _events(path: Path) -> Iterator[Any]:
-    """Our EVTX parser (otasuke.ingest.parsers.evtx), as ``otasuke detect`` runs it."""
+    """Our EVTX parser (otasuke.ingest.parsers.evtx), as ``otasuke detect`` runs it.
+
+    ``parse_for_detection``: the fields, time, host and record id of ``parse`` (the same
+    parse errors), without the content hash and raw text that only ingest stores.
+    """
     from otasuke.ingest.parsers import ParseContext
     from otasuke.ingest.parsers.evtx import EvtxParser
 
     parser = EvtxParser()
     ctx = ParseContext(sensor=str(path))
+    parse = parser.parse_for_detection
     for record in parser.read_file(path):
-        yield parser.parse(record.raw, ctx)
+        yield parse(record.raw, ctx)
 
 
 def variant_b(files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
@@ -191,12 +197,112 @@ def variant_d(files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def variant_profile(files: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    """Where the time of (c) goes: the same scan cut into cumulative stages, in-process.
+
+    CPU time of this process (``time.process_time``), so other work on a shared machine
+    inflates it less than wall time; each stage reads every file again.
+    """
+    import evtx
+
+    from otasuke.detect.sigma.view import EventView
+    from otasuke.ingest.parsers import ParseContext
+    from otasuke.ingest.parsers.evtx import EvtxParser
+
+    ruleset, _loaded = _load(args)
+    parser = EvtxParser()
+
+    def library() -> int:
+        count = 0
+        for path in files:
+            for _item in evtx.PyEvtxParser(str(path), 1).records_json():
+                count += 1
+        return count
+
+    def floor() -> int:
+        return sum(1 for path in files for _record in records(path))
+
+    def read_file() -> int:
+        return sum(1 for path in files for _record in parser.read_file(path))
+
+    def parsed(detection: bool, view: bool = False, match: bool = False) -> Callable[[], int]:
+        def run() -> int:
+            count = 0
+            parse = parser.parse_for_detection if detection else parser.parse
+            for path in files:
+                ctx = ParseContext(sensor=str(path))
+                for record in parser.read_file(path):
+                    event = parse(record.raw, ctx)
+                    count += 1
+                    if view:
+                        event_view = EventView(event.fields)
+                        if match:
+                            ruleset.matching_rules(event_view)
+            return count
+
+        return run
+
+    stages: list[tuple[str, Callable[[], int]]] = [
+        ("evtx records_json(), iterated", library),
+        ("+ orjson.loads (= a, parse floor)", floor),
+        ("read_file (+ RawRecord)", read_file),
+        ("read_file + parse (ingest: hash, raw)", parsed(False)),
+        ("read_file + parse_for_detection", parsed(True)),
+        ("+ EventView", parsed(True, view=True)),
+        ("+ matching_rules (= c)", parsed(True, view=True, match=True)),
+    ]
+    rows = []
+    for name, stage in stages:
+        gc.collect()
+        started = time.process_time()
+        count = stage()
+        rows.append({"stage": name, "events": count, "cpu_seconds": time.process_time() - started})
+    # matching_rules alone: the views of one pass over the corpus built first, then matched
+    # as often as the corpus is repeated.
+    ctx = ParseContext()
+    views = [
+        EventView(parser.parse_for_detection(record.raw, ctx).fields)
+        for path in sorted(set(files))
+        for record in parser.read_file(path)
+    ]
+    times = len(files) // max(len(set(files)), 1)
+    gc.collect()
+    started = time.process_time()
+    for _ in range(times):
+        for view in views:
+            ruleset.matching_rules(view)
+    rows.append(
+        {
+            "stage": "matching_rules alone, views prebuilt",
+            "events": len(views) * times,
+            "cpu_seconds": time.process_time() - started,
+        }
+    )
+    return {"events": rows[0]["events"], "seconds": 0.0, "stages": rows}
+
+
+def profile_report(result: dict[str, Any]) -> str:
+    lines = [
+        "| stage (cumulative) | events | CPU s | µs/event | events/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result["stages"]:
+        per = row["cpu_seconds"] / row["events"] * 1e6 if row["events"] else 0.0
+        rate = row["events"] / row["cpu_seconds"] if row["cpu_seconds"] else 0.0
+        lines.append(
+            f"| {row['stage']} | {row['events']:,} | {row['cpu_seconds']:.2f} "
+            f"| {per:.1f} | {rate:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 RUNNERS = {
     "a": variant_a,
     "b": variant_b,
     "c": variant_c,
     "d": variant_d,
     "load": variant_load,
+    "profile": variant_profile,
 }
 
 
@@ -278,6 +384,11 @@ def main() -> None:
     parser.add_argument("--variant", choices=[*RUNNERS], help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the variants: where (c)'s time goes, stage by stage (CPU time)",
+    )
     args = parser.parse_args()
     if not args.rules:
         from otasuke.detect.sigma import default_rule_paths
@@ -291,6 +402,15 @@ def main() -> None:
     if not (args.corpus / "evtx").is_dir():
         sys.exit(f"no EVTX corpus at {args.corpus / 'evtx'}: pass --corpus or set OTASUKE_CORPUS")
     cache_dir = Path(tempfile.mkdtemp(prefix="otasuke-bench-cache-"))
+    if args.profile:
+        try:
+            run_child("load", args, cache_dir)  # fills the cache
+            profiled = run_child("profile", args, cache_dir)
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        print(orjson.dumps(profiled, option=orjson.OPT_INDENT_2).decode() if args.json else "")
+        print(profile_report(profiled))
+        return
     try:
         results = {"load-cold": run_child("load", args, cache_dir)}  # fills the cache
         for variant in VARIANTS:

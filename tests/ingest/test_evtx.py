@@ -44,6 +44,9 @@ def test_sysmon_record_flattens_to_sigma_names(corpus: Path) -> None:
     assert event.observed_at == datetime(2025, 11, 27, 7, 40, 10, 165324, tzinfo=UTC)
     assert event.source_format is SourceFormat.EVTX
     assert event.event_id == content_id(raw.raw)
+    # Stored ids must not move: this is the id the parser gave this record before the
+    # fast path (SHA-256 of the record's sorted-key JSON, first 32 hex digits).
+    assert event.event_id == "af94f4d6719c76b65c1ebedb350a01eb"
     assert orjson.loads(event.raw) == raw.raw
     assert raw.location == f"{sample}#1"  # the record's number in this file
 
@@ -97,6 +100,56 @@ def test_every_corpus_record_parses(corpus: Path) -> None:
             PARSER.parse(raw.raw, CTX)
             count += 1
     assert count == 10941  # corpus README: 10,941 development records
+
+
+def test_parse_for_detection_equals_parse_on_every_corpus_record(corpus: Path) -> None:
+    """The detection fast path: the same fields (same order and types), time, host, id."""
+    count = 0
+    for path in sorted((corpus / "evtx").rglob("*.evtx")):
+        for raw in PARSER.read_file(path):
+            event = PARSER.parse(raw.raw, CTX)
+            flat = PARSER.parse_for_detection(raw.raw, CTX)
+            assert list(flat.fields.items()) == list(event.fields.items()), raw.location
+            assert [type(v) for v in flat.fields.values()] == [
+                type(v) for v in event.fields.values()
+            ]
+            assert (flat.observed_at, flat.host, flat.record_id) == (
+                event.observed_at,
+                event.host,
+                event.record_id,
+            )
+            count += 1
+    assert count == 10941
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-11-27T07:40:10.165324Z", datetime(2025, 11, 27, 7, 40, 10, 165324, tzinfo=UTC)),
+        ("2025-11-27 07:40:10.165324Z", datetime(2025, 11, 27, 7, 40, 10, 165324, tzinfo=UTC)),
+        ("2022-01-26T09:16:29.2674614Z", datetime(2022, 1, 26, 9, 16, 29, 267461, tzinfo=UTC)),
+        ("2021-04-27T15:03:16.983Z", datetime(2021, 4, 27, 15, 3, 16, 983000, tzinfo=UTC)),
+        ("2025-11-27T16:40:10.165324+09:00", datetime(2025, 11, 27, 7, 40, 10, 165324, tzinfo=UTC)),
+        ("2025-11-27T07:40:10Z", datetime(2025, 11, 27, 7, 40, 10, tzinfo=UTC)),
+        ("2025-13-27T07:40:10.165324Z", None),  # month 13: the fast path falls back, refuses
+        ("2025-11-27T07:40:60.165324Z", None),  # leap second: datetime refuses
+        ("2025-11-27T07:40:1x.165324Z", None),
+        ("20251127T074010.1653240000Z", None),  # ISO basic format: not what the renderer writes
+    ],
+)
+def test_system_time_fast_and_general_paths_agree(text: str, expected: datetime | None) -> None:
+    raw = {
+        "Event": {"System": {"EventID": 1, "TimeCreated": {"#attributes": {"SystemTime": text}}}}
+    }
+    if expected is None:
+        for parse in (PARSER.parse, PARSER.parse_for_detection):
+            with pytest.raises(ParseError) as caught:
+                parse(raw, CTX)
+            assert caught.value.field == "TimeCreated"
+        return
+    event = PARSER.parse(raw, CTX)
+    assert event.observed_at == expected and event.observed_at.tzinfo is UTC
+    assert PARSER.parse_for_detection(raw, CTX).observed_at == expected
 
 
 def test_json_text_and_dict_give_the_same_event(corpus: Path) -> None:
@@ -189,3 +242,27 @@ def test_parse_raises_only_parse_error(raw: Any) -> None:
     else:
         assert isinstance(event.fields["EventID"], int)
         assert event.observed_at.tzinfo is not None
+
+
+@settings(max_examples=300)
+@given(raw=RECORD | JSON | st.text(max_size=64))
+def test_parse_for_detection_refuses_and_accepts_what_parse_does(raw: Any) -> None:
+    """Given JSON text, the fast path raises only ParseError, and exactly when parse does."""
+    try:
+        text = orjson.dumps(raw).decode() if not isinstance(raw, str) else raw
+    except TypeError:  # not JSON (e.g. a 65-bit int): parse alone refuses such a mapping
+        return
+    try:
+        event = PARSER.parse(text, CTX)
+    except ParseError as err:
+        with pytest.raises(ParseError) as caught:
+            PARSER.parse_for_detection(text, CTX)
+        assert (caught.value.field, str(caught.value)) == (err.field, str(err))
+    else:
+        flat = PARSER.parse_for_detection(text, CTX)
+        assert list(flat.fields.items()) == list(event.fields.items())
+        assert (flat.observed_at, flat.host, flat.record_id) == (
+            event.observed_at,
+            event.host,
+            event.record_id,
+        )

@@ -5,19 +5,28 @@ recognises (EVTX today), matches each event against the Sigma rules (the bundled
 SigmaHQ Windows rules unless ``--rules`` is given) and writes one JSON line per match
 to stdout or ``--output``: the rule with its DRL 1.1 attribution (author, licence,
 link) and the event. Progress and the summary go to stderr, so stdout stays JSONL.
+
+With several files the scan runs in ``--workers`` processes (default: one per CPU), forked
+after the rules are loaded so they share the compiled rules; the output is the same as
+with one worker: the files in walk order, each file's matches in record order.
 """
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Protocol
 
 import orjson
 import typer
@@ -29,7 +38,6 @@ from otasuke.detect.sigma import RuleSet, default_cache_dir, default_rule_paths
 from otasuke.detect.sigma.rules import CompiledRule
 from otasuke.detect.sigma.view import EventView
 from otasuke.errors import OtasukeError, ParseError
-from otasuke.ingest.event import Event
 from otasuke.ingest.parsers import FileParser, ParseContext, parser_for_file
 
 _MAX_NOTES = 20
@@ -51,6 +59,41 @@ class Tally:
     matches: int = 0
     fired: Counter[str] = field(default_factory=Counter)
     notes: int = 0
+
+    def add(self, other: Tally) -> None:
+        """Count what a worker saw in one file (not its notes: they are replayed)."""
+        self.files += other.files
+        self.skipped_files += other.skipped_files
+        self.records += other.records
+        self.parse_errors += other.parse_errors
+        self.matches += other.matches
+        self.fired.update(other.fired)
+
+
+class Matchable(Protocol):
+    """What a match row needs of a parsed record: an Event, or a parser's lighter form."""
+
+    @property
+    def fields(self) -> Mapping[str, Any]: ...
+
+    @property
+    def observed_at(self) -> datetime: ...
+
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def record_id(self) -> int | None: ...
+
+
+@dataclass
+class FileResult:
+    """One file scanned by a worker: its counts, notes and output, in order."""
+
+    tally: Tally
+    notes: list[str]
+    jsonl: bytes = b""
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def detect_command(
@@ -80,6 +123,15 @@ def detect_command(
         bool,
         typer.Option("--no-cache", help="Compile every rule; neither read nor write the cache."),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-j",
+            min=1,
+            help="Processes scanning files in parallel. Default: one per CPU (1: in-process).",
+        ),
+    ] = None,
 ) -> None:
     """検知 / detect: match log files against Sigma rules, without a database."""
     err = Console(stderr=True)
@@ -93,23 +145,36 @@ def detect_command(
     ruleset = _load_rules(rules or default_rule_paths(), err, cache)
     # The compiled rules are long-lived: move them out of the cyclic GC's sight, or every
     # full collection during the scan walks them again (measured: ~2× slower scan).
+    # Frozen before the workers fork, they also stay shared (no copy-on-write by the GC).
     gc.collect()
     gc.freeze()
     loaded = time.perf_counter()
     tally = Tally()
     rows: list[dict[str, Any]] = []
+    jsonl = output_format is OutputFormat.JSONL
     sink: IO[str] = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
         files = list(_walk(paths))
-        with _progress(err) as progress:
-            task = progress.add_task("検知 / detect", total=len(files))
-            for path in files:
-                for row in _scan_file(path, ruleset, tally, err):
-                    if output_format is OutputFormat.JSONL:
-                        sink.write(orjson.dumps(row, default=str).decode() + "\n")
-                    else:
-                        rows.append(row)
-                progress.advance(task)
+        processes = _worker_count(workers, len(files))
+        if processes > 1:
+            for result in _scan_forked(files, ruleset, processes, jsonl, err):
+                tally.add(result.tally)
+                for text in result.notes:
+                    _note(err, tally, text)
+                if jsonl:
+                    sink.write(result.jsonl.decode())
+                else:
+                    rows.extend(result.rows)
+        else:
+            with _progress(err) as progress:
+                task = progress.add_task("検知 / detect", total=len(files))
+                for path in files:
+                    for row in _scan_file(path, ruleset, tally, lambda t: _note(err, tally, t)):
+                        if jsonl:
+                            sink.write(orjson.dumps(row, default=str).decode() + "\n")
+                        else:
+                            rows.append(row)
+                    progress.advance(task)
         if output_format is OutputFormat.TABLE:
             Console(file=sink, width=200 if output else None).print(_table(rows))
     finally:
@@ -118,6 +183,62 @@ def detect_command(
         else:
             sink.flush()
     _summary(err, ruleset, tally, load_s=loaded - started, scan_s=time.perf_counter() - loaded)
+
+
+def _worker_count(requested: int | None, files: int) -> int:
+    """Processes to scan with: one per CPU unless told, never more than files."""
+    if requested is None:
+        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if files < 2 or requested < 2:
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1  # the workers must inherit the loaded rules, not load them again
+    if threading.active_count() > 1:
+        return 1  # forking a process with other threads running may deadlock
+    return min(requested, files)
+
+
+_FORKED: tuple[RuleSet, bool] | None = None
+"""(rules, JSONL?) for the forked workers, set in the parent just before it forks."""
+
+
+def _scan_forked(
+    files: list[Path], ruleset: RuleSet, processes: int, jsonl: bool, err: Console
+) -> Iterator[FileResult]:
+    """Each file scanned in a forked worker; results in file order as they complete."""
+    global _FORKED
+    _FORKED = (ruleset, jsonl)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Chunks of files: fewer round trips than one per file (thousands of small files),
+    # and enough chunks per worker to even out the file sizes.
+    chunk = max(1, min(64, len(files) // (processes * 8)))
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
+    try:
+        # map() forks every worker before the pool's own thread and the progress bar's
+        # start (forking with threads running may deadlock); a worker that dies raises
+        # BrokenProcessPool here instead of hanging.
+        results = pool.map(_scan_in_worker, files, chunksize=chunk)
+        with _progress(err) as progress:
+            task = progress.add_task(f"検知 / detect ({processes} workers)", total=len(files))
+            for result in results:
+                progress.advance(task)
+                yield result
+    finally:
+        pool.shutdown(cancel_futures=True)
+        _FORKED = None
+
+
+def _scan_in_worker(path: Path) -> FileResult:
+    assert _FORKED is not None, "only in a worker forked by _scan_forked"
+    ruleset, jsonl = _FORKED
+    tally = Tally()
+    notes: list[str] = []
+    rows = list(_scan_file(path, ruleset, tally, notes.append))
+    if jsonl:
+        lines = b"".join(orjson.dumps(row, default=str) + b"\n" for row in rows)
+        return FileResult(tally=tally, notes=notes, jsonl=lines)
+    return FileResult(tally=tally, notes=notes, rows=rows)
 
 
 def _load_rules(paths: list[Path], err: Console, cache_dir: Path | None) -> RuleSet:
@@ -152,28 +273,38 @@ def _walk(paths: list[Path]) -> Iterator[Path]:
 
 
 def _scan_file(
-    path: Path, ruleset: RuleSet, tally: Tally, err: Console
+    path: Path, ruleset: RuleSet, tally: Tally, note: Callable[[str], None]
 ) -> Iterator[dict[str, Any]]:
+    """The match rows of one file, in record order (the hot path of ``otasuke detect``)."""
     try:
         parser: FileParser = parser_for_file(path)
     except (ParseError, OSError) as error:
         tally.skipped_files += 1
-        _note(err, tally, f"スキップ / skipped: {error}")
+        note(f"スキップ / skipped: {error}")
         return
     tally.files += 1
     ctx = ParseContext(sensor=str(path))
+    # Detection needs neither the content hash nor the raw text: use the parser's lighter
+    # form when it has one (EVTX), with the same fields and the same parse errors.
+    parse: Callable[[Any, ParseContext], Matchable] = getattr(
+        parser, "parse_for_detection", parser.parse
+    )
+    matching_rules = ruleset.matching_rules
+    fired = tally.fired
     for record in parser.read_file(path):
         tally.records += 1
         try:
-            event = parser.parse(record.raw, ctx)
+            event = parse(record.raw, ctx)
         except OtasukeError as error:
             tally.parse_errors += 1
-            _note(err, tally, f"解析エラー / parse error {record.location}: {error}")
+            note(f"解析エラー / parse error {record.location}: {error}")
             continue
-        for rule in ruleset.matching_rules(EventView(event.fields)):
-            tally.matches += 1
-            tally.fired[rule.info.id] += 1
-            yield _match_row(rule, event, path)
+        matched = matching_rules(EventView(event.fields))
+        if matched:
+            for rule in matched:
+                tally.matches += 1
+                fired[rule.info.id] += 1
+                yield _match_row(rule, event, path)
 
 
 def _note(err: Console, tally: Tally, text: str) -> None:
@@ -184,7 +315,7 @@ def _note(err: Console, tally: Tally, text: str) -> None:
         err.print("… (further notes left out; see the summary)")
 
 
-def _match_row(rule: CompiledRule, event: Event, path: Path) -> dict[str, Any]:
+def _match_row(rule: CompiledRule, event: Matchable, path: Path) -> dict[str, Any]:
     info = rule.info
     return {
         "rule_id": info.id,
