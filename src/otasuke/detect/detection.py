@@ -19,6 +19,8 @@ class DetectionSource(StrEnum):
     IOC = "ioc"
     SURICATA = "suricata"
     FORTIGATE = "fortigate"
+    DEVICE = "device"
+    """An alert another security device raised (PAN-OS, Cisco ASA, SonicWall, Sophos, CEF)."""
     HEALTH = "health"
     """Otasuke's own checks: a sensor fell silent (REQ-MON-24H)."""
 

@@ -29,11 +29,40 @@ matched      src/dest ip and port, proto,   srcip/srcport/dstip/dstport, the
 Web filter and application-control logs that merely record allowed traffic
 (action pass/passthrough/allow/accept at level information/notice) are not
 alerts and give no detection.
+
+The other UTMs' own alerts (source DEVICE; ``rule_id`` and ``title`` as below,
+``blocked`` when the action says deny/drop/reset/block, ``matched`` the device's
+address, port, action and signature fields):
+
+==========  ===================================  ===================  ===============
+format      alert when                           rule_id / title      level
+==========  ===================================  ===================  ===============
+cef         Fortinet: name ``utm:<subtype>`` as  signature_id / name  severity 0-3 low,
+            FortiGate above; others: severity                         4-6 medium, 7-8
+            4 (Medium) or more                                        high, 9-10
+                                                                      critical
+paloalto    type THREAT (url: only when the      threatid / threatid  ``severity``
+            action blocks or severity > info)
+cisco_asa   message 733100 (threat detection),   message_id /         4000xx, 3380xx
+            4000xx (IPS signatures), 338001-     message              high; 733100
+            338004/338008 (botnet filter)                             medium
+sonicwall   ``ipscat`` present, or ``msg`` says  m / msg              ``ipspri`` 1
+            Alert / Virus / Spyware / Botnet                          high, 2 medium,
+                                                                      3 low; else
+                                                                      medium
+sophos      SFOS log_type IDP / Anti-Virus /     log_id / message or  medium (AV/ATP
+            ATP / Sandbox; UTM sub ips / virus   name                 high)
+            / atp
+==========  ===================================  ===================  ===============
+
+``is_blocked`` also knows iptables (``action`` block), filterlog (block/reject),
+Cisco ASA (``action`` deny), PAN-OS, SonicWall, Sophos and CEF actions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from otasuke.detect.detection import Detection, DetectionSource
@@ -76,6 +105,8 @@ BLOCKING_ACTIONS = frozenset(
         "quarantine",
         "quarantine-ip",
         "quarantine-interface",
+        *("block", "reject", "reset-both", "reset-client", "reset-server", "block-url"),
+        *("block-ip", "block-continue", "sinkhole", "drop-icmp", "drop-all-packets"),
     }
 )
 """FortiGate ``action``/``status`` values meaning the UTM stopped it (防御済み)."""
@@ -97,7 +128,8 @@ def device_detections(event: Event) -> list[Detection]:
         return _suricata(event.fields)
     if event.source_format is SourceFormat.FORTIGATE:
         return _fortigate(event.fields)
-    return []
+    handler = OTHER_DEVICES.get(event.source_format)
+    return handler(event.fields) if handler is not None else []
 
 
 def is_blocked(event: Event) -> bool:
@@ -107,7 +139,8 @@ def is_blocked(event: Event) -> bool:
         return fields.get("event_type") == "drop" or fields.get("alert.action") == "blocked"
     if event.source_format is SourceFormat.FORTIGATE:
         return _fortigate_blocked(fields)
-    return False
+    keys = ACTION_KEYS.get(event.source_format, ())
+    return any(_text(fields.get(key)).lower() in BLOCKING_ACTIONS for key in keys)
 
 
 def _fortigate_blocked(fields: Mapping[str, Any]) -> bool:
@@ -220,3 +253,131 @@ def _text(value: Any) -> str:
     if value is None or isinstance(value, list | dict):
         return ""
     return str(value).strip()
+
+
+# --- other UTMs (CEF, PAN-OS, Cisco ASA, SonicWall, Sophos) --------------------------
+
+CEF_LEVELS = {"low": "low", "medium": "medium", "high": "high", "very-high": "critical"}
+PAN_ALWAYS = frozenset({"virus", "wildfire-virus", "spyware", "vulnerability", "flood", "scan"})
+ASA_ALERTS = {"733100": "medium", "338001": "high", "338002": "high", "338003": "high"}
+ASA_ALERTS |= {"338004": "high", "338008": "high"}
+SONICWALL_ALERT = re.compile(r"Alert|Virus|Spyware|Botnet|Malware|Intrusion", re.IGNORECASE)
+SOPHOS_ALERT_TYPES = frozenset(
+    {"idp", "anti-virus", "atp", "sandbox", "advanced threat protection"}
+)
+SOPHOS_UTM_ALERTS = frozenset({"ips", "virus", "atp", "av"})
+DEVICE_MATCHED = (
+    *("src", "dst", "spt", "dpt", "act", "sport", "dport", "action", "threatid", "misc"),
+    *("src_ip", "dst_ip", "src_port", "dst_port", "srcip", "dstip", "srcport", "dstport"),
+    *("message_id", "msg", "name", "status", "ipscat", "category", "log_type", "signature_id"),
+)
+ACTION_KEYS: dict[SourceFormat, tuple[str, ...]] = {
+    SourceFormat.CEF: ("act",),
+    SourceFormat.PALOALTO: ("action",),
+    SourceFormat.CISCO_ASA: ("action",),
+    SourceFormat.SONICWALL: ("fw_action",),
+    SourceFormat.SOPHOS: ("status", "action"),
+    SourceFormat.FILTERLOG: ("action",),
+    SourceFormat.IPTABLES: ("action",),
+}
+"""Fields whose value in BLOCKING_ACTIONS means the device stopped the traffic."""
+
+
+def _device(
+    fields: Mapping[str, Any], fmt: SourceFormat, rule_id: str, title: str, level: str
+) -> list[Detection]:
+    keys = ACTION_KEYS.get(fmt, ())
+    blocked = any(_text(fields.get(key)).lower() in BLOCKING_ACTIONS for key in keys)
+    if fmt is SourceFormat.SONICWALL and "prevent" in _text(fields.get("msg")).lower():
+        blocked = True
+    matched = {key: fields[key] for key in DEVICE_MATCHED if fields.get(key) not in (None, "")}
+    description = f"{fmt.value} reported '{title}'" + (
+        "; the device blocked it." if blocked else "."
+    )
+    return [
+        Detection(
+            source=DetectionSource.DEVICE,
+            rule_id=rule_id or title,
+            title=title,
+            level=level,
+            blocked=blocked,
+            description=description,
+            matched=matched,
+        )
+    ]
+
+
+def _cef(fields: Mapping[str, Any]) -> list[Detection]:
+    title = _first(fields, "name", "signature_id") or "CEF event"
+    if _text(fields.get("device_vendor")).lower() == "fortinet":
+        log_type, _, subtype = title.partition(":")
+        kind = _fortigate_kind({"type": log_type, "subtype": subtype.split(" ")[0]})
+        if kind is None:
+            return []
+        level = FORTIGATE_DEFAULT_LEVELS[kind]
+        title = _first(fields, "FTNTFGTattack", "FTNTFGTvirus", "FTNTFGTapp", "msg") or title
+        return _device(fields, SourceFormat.CEF, _text(fields.get("signature_id")), title, level)
+    severity = _text(fields.get("severity")).lower()
+    if severity.isdigit():
+        number = int(severity)
+        if number < 4:
+            return []
+        level = "medium" if number < 7 else "high" if number < 9 else "critical"
+    elif severity in ("medium", "high", "very-high"):
+        level = CEF_LEVELS[severity]
+    else:
+        return []
+    return _device(fields, SourceFormat.CEF, _text(fields.get("signature_id")), title, level)
+
+
+def _paloalto(fields: Mapping[str, Any]) -> list[Detection]:
+    if _text(fields.get("type")) != "THREAT":
+        return []
+    subtype = _text(fields.get("subtype")).lower()
+    severity = _text(fields.get("severity")).lower()
+    blocked = _text(fields.get("action")).lower() in BLOCKING_ACTIONS
+    if subtype not in PAN_ALWAYS and not blocked and severity in ("", "informational"):
+        return []
+    title = _first(fields, "threatid", "misc") or f"PAN-OS {subtype}"
+    level = FORTIGATE_LEVELS.get(severity, "medium")
+    return _device(fields, SourceFormat.PALOALTO, title, title, level)
+
+
+def _cisco_asa(fields: Mapping[str, Any]) -> list[Detection]:
+    message_id = _text(fields.get("message_id"))
+    level = ASA_ALERTS.get(message_id) or ("high" if message_id.startswith("4000") else None)
+    if level is None:
+        return []
+    title = _text(fields.get("message"))[:200] or f"ASA {message_id}"
+    return _device(fields, SourceFormat.CISCO_ASA, message_id, title, level)
+
+
+def _sonicwall(fields: Mapping[str, Any]) -> list[Detection]:
+    msg = _text(fields.get("msg"))
+    if not fields.get("ipscat") and not SONICWALL_ALERT.search(msg):
+        return []
+    level = {"1": "high", "2": "medium", "3": "low"}.get(_text(fields.get("ipspri")), "medium")
+    title = _first(fields, "ipscat", "msg") or "SonicWall alert"
+    return _device(fields, SourceFormat.SONICWALL, _text(fields.get("m")), title, level)
+
+
+def _sophos(fields: Mapping[str, Any]) -> list[Detection]:
+    log_type = _text(fields.get("log_type")).lower()
+    sub = _text(fields.get("sub")).lower()
+    if log_type not in SOPHOS_ALERT_TYPES and sub not in SOPHOS_UTM_ALERTS:
+        return []
+    level = (
+        "high" if log_type in ("anti-virus", "atp") or sub in ("virus", "av", "atp") else "medium"
+    )
+    title = _first(fields, "message", "name", "log_subtype") or f"Sophos {log_type or sub}"
+    rule_id = _first(fields, "log_id", "id")
+    return _device(fields, SourceFormat.SOPHOS, rule_id, title, level)
+
+
+OTHER_DEVICES: dict[SourceFormat, Callable[[Mapping[str, Any]], list[Detection]]] = {
+    SourceFormat.CEF: _cef,
+    SourceFormat.PALOALTO: _paloalto,
+    SourceFormat.CISCO_ASA: _cisco_asa,
+    SourceFormat.SONICWALL: _sonicwall,
+    SourceFormat.SOPHOS: _sophos,
+}

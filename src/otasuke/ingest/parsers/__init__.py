@@ -11,6 +11,7 @@ A parser that also reads whole files (``otasuke import``) implements
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,17 +109,31 @@ def parser_for_file(path: Path) -> FileParser:
 
 _loaded = False
 
+BUILTIN_ORDER = (
+    "evtx",
+    "winjson",  # before jsonl: Winlogbeat writes .ndjson
+    "suricata",
+    "zeek",
+    "auditd",
+    "cef",
+    "paloalto",
+    "ciscoasa",
+    "sonicwall",
+    "sophos",  # before fortigate, whose sniff would claim Sophos XG's key=value lines
+    "fortigate",
+    "filterlog",
+    "iptables",
+    "sshd",
+    "jsonl",
+    "syslog_text",  # last: the fallback that keeps unknown syslog text instead of refusing it
+)
+"""Registration order, which is the order files are sniffed in: specific formats first."""
+
 
 def _load_builtin() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    from otasuke.ingest.parsers import (  # noqa: F401
-        auditd,
-        evtx,
-        fortigate,
-        jsonl,
-        suricata,
-        zeek,
-    )
+    for module in BUILTIN_ORDER:
+        importlib.import_module(f"otasuke.ingest.parsers.{module}")
