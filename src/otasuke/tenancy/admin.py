@@ -24,7 +24,25 @@ from otasuke.tenancy.roles import OrgKind, Role
 from otasuke.tenancy.scope import Viewer
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-SENSOR_KINDS = ("fortigate", "suricata", "windows", "sysmon", "edr", "agent", "syslog", "other")
+SENSOR_KINDS = (
+    "fortigate",
+    "paloalto",
+    "cisco_asa",
+    "sonicwall",
+    "sophos",
+    "pfsense",
+    "iptables",
+    "suricata",
+    "zeek",
+    "windows",
+    "sysmon",
+    "edr",
+    "agent",
+    "linux",
+    "syslog",
+    "other",
+)
+"""What a sensor is; for syslog senders it picks the parser (ingest/receivers/syslog.py)."""
 
 
 class AdminError(OtasukeError):

@@ -156,9 +156,19 @@ def _bsd_time(text: str, tz: tzinfo, now: datetime) -> tuple[datetime | None, st
             )
         except ValueError:
             return None, text
-        ts = local.replace(tzinfo=tz).astimezone(UTC)
-        if not match["year"] and ts > now + timedelta(days=1):
-            ts = local.replace(year=year - 1, tzinfo=tz).astimezone(UTC)
+        try:
+            ts = local.replace(tzinfo=tz).astimezone(UTC)
+            if not match["year"] and ts > now + timedelta(days=1):
+                # Last year's stamp; 29 February steps back to the last leap year.
+                back = year - 1
+                while True:
+                    try:
+                        ts = local.replace(year=back, tzinfo=tz).astimezone(UTC)
+                        break
+                    except ValueError:
+                        back -= 1
+        except OverflowError:  # year 1 with a positive offset: no time, the text stays
+            return None, text
         return ts, text[match.end() :]
     match = _ISO_TIME.match(text)
     if match is not None:

@@ -41,10 +41,24 @@ from otasuke.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_BY_KIND: dict[str, str] = {"fortigate": "fortigate", "suricata": "suricata_eve"}
-"""Sensor kind → parser. Other kinds: a MSG starting with ``{`` is ``jsonl``, any other
-text goes to the ``key=value`` parser (``fortigate``), which quarantines lines without
-pairs with its reason."""
+FORMAT_BY_KIND: dict[str, str] = {
+    "fortigate": "fortigate",
+    "suricata": "suricata_eve",
+    "paloalto": "paloalto",
+    "cisco_asa": "cisco_asa",
+    "sonicwall": "sonicwall",
+    "sophos": "sophos",
+    "pfsense": "filterlog",
+    "iptables": "iptables",
+}
+"""Sensor kind → parser. Linux hosts (kind ``linux`` or ``syslog``) are routed per line:
+sshd, kernel firewall lines, pf filterlog, else plain syslog text. Other kinds: a MSG
+starting with ``{`` is ``jsonl``, any other text is kept as plain ``syslog``."""
+WHOLE_LINE = frozenset(
+    {"paloalto", "cisco_asa", "sonicwall", "sophos", "filterlog", "iptables", "sshd", "syslog"}
+)
+"""Parsers that read the syslog header themselves (time, host, program): they get the
+whole line, not only the MSG, so their events keep the device's own time."""
 SELF_DESCRIBING = frozenset({"fortigate", "suricata_eve"})
 """Formats whose record names its own device (``devname``, ``host``): the syslog
 header's hostname (often a relay's) does not override it."""
@@ -162,12 +176,21 @@ class SensorDirectory:
         return time.monotonic() - self.loaded_at >= seconds
 
 
-def choose_format(kind: str, msg: str) -> str:
+def choose_format(kind: str, msg: str, app: str | None = None) -> str:
     """The parser for a line of a sensor of ``kind`` (see FORMAT_BY_KIND)."""
     fmt = FORMAT_BY_KIND.get(kind)
     if fmt is not None:
         return fmt
-    return "jsonl" if msg.lstrip().startswith("{") else "fortigate"
+    if msg.lstrip().startswith("{"):
+        return "jsonl"
+    if kind in ("linux", "syslog"):
+        if app == "sshd":
+            return "sshd"
+        if app == "filterlog":
+            return "filterlog"
+        if " SRC=" in msg and " DST=" in msg:
+            return "iptables"
+    return "syslog"
 
 
 class SyslogReceiver:
@@ -255,8 +278,10 @@ class SyslogReceiver:
             )
         message = parse_syslog(line)
         msg = message.msg.replace("\x00", "\\x00")
-        fmt = choose_format(route.kind, msg)
-        host = None if fmt in SELF_DESCRIBING else message.hostname
+        fmt = choose_format(route.kind, msg, message.app)
+        host = None if fmt in SELF_DESCRIBING | WHOLE_LINE else message.hostname
+        if fmt in WHOLE_LINE:
+            msg = decode(line).replace("\x00", "\\x00")
         return orjson.dumps(
             {
                 "peer": peer,
