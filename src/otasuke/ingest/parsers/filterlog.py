@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from otasuke.errors import ParseError
-from otasuke.ingest.event import Event, SourceFormat, content_id
-from otasuke.ingest.netaddr import internal_host, is_internal
+from otasuke.ingest.event import Event, SourceFormat
 from otasuke.ingest.parsers import ParseContext, RawRecord, register_parser
 from otasuke.ingest.parsers.jsonl import first_line, read_lines
-from otasuke.ingest.parsers.syslog_text import header_time, split_syslog, text_line
+from otasuke.ingest.parsers.syslog_text import packet_event, split_syslog, text_line
 
 COMMON = (
     *("rule_number", "sub_rule", "anchor", "tracker", "interface", "reason", "action"),
@@ -93,18 +92,7 @@ class FilterlogParser:
                 hint="only the packet filter's lines (filterlog:) are read by this parser",
             )
         fields = name_columns(header.msg.strip().split(","))
-        if header.hostname:
-            fields["hostname"] = header.hostname
-        src, dst = fields.get("src_ip"), fields.get("dst_ip")
-        host = internal_host(src, dst) if is_internal(src) or is_internal(dst) else None
-        return Event(
-            event_id=content_id(line),
-            observed_at=header_time(header),
-            source_format=SourceFormat.FILTERLOG,
-            fields=fields,
-            host=host or header.hostname,
-            raw=line,
-        )
+        return packet_event(line, header, fields, SourceFormat.FILTERLOG, "src_ip", "dst_ip")
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A first line from the ``filterlog`` program."""

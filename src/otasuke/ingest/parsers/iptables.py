@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from otasuke.errors import ParseError
-from otasuke.ingest.event import Event, SourceFormat, content_id
-from otasuke.ingest.netaddr import internal_host, is_internal
+from otasuke.ingest.event import Event, SourceFormat
 from otasuke.ingest.parsers import ParseContext, RawRecord, register_parser
 from otasuke.ingest.parsers.jsonl import first_line, read_lines
-from otasuke.ingest.parsers.syslog_text import header_time, split_syslog, text_line
+from otasuke.ingest.parsers.syslog_text import packet_event, split_syslog, text_line
 
 REQUIRED = ("SRC", "DST", "PROTO")
 _UPTIME = re.compile(r"\s*\[\s*([0-9]+\.[0-9]+)\]\s*")
@@ -85,18 +84,7 @@ class IptablesParser:
         line = text_line(raw, "iptables")
         header = split_syslog(line, ctx.device_tz)
         fields = netfilter_fields(header.msg)
-        if header.hostname:
-            fields["hostname"] = header.hostname
-        src, dst = fields.get("SRC"), fields.get("DST")
-        host = internal_host(src, dst) if is_internal(src) or is_internal(dst) else None
-        return Event(
-            event_id=content_id(line),
-            observed_at=header_time(header),
-            source_format=SourceFormat.IPTABLES,
-            fields=fields,
-            host=host or header.hostname,
-            raw=line,
-        )
+        return packet_event(line, header, fields, SourceFormat.IPTABLES, "SRC", "DST")
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """A first line with ``SRC=… DST=… … PROTO=``."""

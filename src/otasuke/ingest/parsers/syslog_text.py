@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from otasuke.errors import ParseError
 from otasuke.ingest.event import Event, SourceFormat, content_id
+from otasuke.ingest.netaddr import internal_host, is_internal
 from otasuke.ingest.parsers import ParseContext, RawRecord, file_parsers, register_parser
 from otasuke.ingest.parsers.jsonl import first_line, read_lines
 
@@ -208,6 +209,29 @@ def text_line(raw: str | Mapping[str, Any], what: str) -> str:
     if not line:
         raise ParseError("empty line", field="raw", hint=f"send one {what} line per record")
     return line
+
+
+def packet_event(
+    line: str,
+    header: SyslogLine,
+    fields: dict[str, Any],
+    source_format: SourceFormat,
+    src_key: str,
+    dst_key: str,
+) -> Event:
+    """A firewall's packet log line as an Event: the office side of the packet is the host."""
+    if header.hostname:
+        fields["hostname"] = header.hostname
+    src, dst = fields.get(src_key), fields.get(dst_key)
+    host = internal_host(src, dst) if is_internal(src) or is_internal(dst) else None
+    return Event(
+        event_id=content_id(line),
+        observed_at=header_time(header),
+        source_format=source_format,
+        fields=fields,
+        host=host or header.hostname,
+        raw=line,
+    )
 
 
 def header_time(header: SyslogLine, body_time: datetime | None = None) -> datetime:
