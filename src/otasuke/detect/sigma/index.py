@@ -7,9 +7,11 @@ Two stages, both derived generically from each rule's compiled tree:
    have, so rules are filed under (channel, event id), with ``None`` for "any".
 2. **Literal prefilter**: :func:`required_literals` gives, per rule, (field, literal)
    pairs one of which must occur in the event (AND: the most selective child; OR: the
-   union; NOT, null, regex: none). Per index key one Aho-Corasick automaton per field
-   (pyahocorasick, over lowercased values; keyword searches scan every value) finds the
-   rules worth evaluating; rules without such literals are always evaluated.
+   union; NOT, null: none; a regex: the literal run every match contains, when certain).
+   Per index key one Aho-Corasick automaton (pyahocorasick) over all those literals is
+   searched once per event over its lowercased values joined by ``"\\0"``; a field's
+   literal found there is then checked in that field. Rules without literals are always
+   evaluated.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def _selectivity(literals: Literals) -> tuple[int, int]:
     return (min(len(lit) for _, lit in literals), -len(literals))
 
 
+Payload = tuple[str, tuple[int, ...], tuple[tuple[str, tuple[int, ...]], ...]]
+"""An automaton word's payload: (literal, rules wanting it anywhere, ((field, rules), …))."""
+
+
 @dataclass(slots=True)
 class Bucket:
     """The rules one index key can match, with their prefilter."""
@@ -101,26 +107,42 @@ class Bucket:
     rules: Sequence[Any]
     always: tuple[int, ...]
     """Positions of rules evaluated on every event of this key."""
-    automata: dict[str, Any]
-    """Lowercased field name → Aho-Corasick automaton; payload: rule positions."""
+    automaton: Any | None
+    """One Aho-Corasick automaton over every literal of the bucket (payload: :data:`Payload`),
+    searched once per event over :meth:`EventView.search_text`; None: no literals."""
 
     def candidates(self, view: EventView) -> list[int]:
-        """Positions (ascending) of the rules whose literals occur in the event."""
-        if not self.automata:
+        """Positions (ascending) of the rules whose literals occur in the event.
+
+        The automaton runs once over all lowercased values joined by ``"\\0"``. A literal
+        found there is in some value; keyword literals need no more, a field's literal is
+        checked against that field's value (a plain substring test, only on a hit). A hit
+        spanning two values is at worst a spurious candidate, never a missed one.
+        """
+        automaton = self.automaton
+        if automaton is None:
             return list(self.always)
         hits: set[int] = set(self.always)
         lower = view.lower
-        for field, automaton in self.automata.items():
-            value = view.all_values(cased=False) if field == ANY_FIELD else lower.get(field)
-            if value is None:
+        seen: set[str] = set()
+        for _end, (literal, anywhere, fields) in automaton.iter(view.search_text()):
+            if literal in seen:
                 continue
-            if type(value) is str:
-                for _end, positions in automaton.iter(value):
-                    hits.update(positions)
-            else:
-                for item in value:
-                    for _end, positions in automaton.iter(item):
+            seen.add(literal)
+            if anywhere:
+                hits.update(anywhere)
+            for field, positions in fields:
+                value = lower.get(field)
+                if value is None:
+                    continue
+                if type(value) is str:
+                    if literal in value:
                         hits.update(positions)
+                else:
+                    for item in value:
+                        if literal in item:
+                            hits.update(positions)
+                            break
         return sorted(hits)
 
 
@@ -133,12 +155,14 @@ def build_bucket(rules: Sequence[Any], literals: Sequence[Literals | None]) -> B
             always.append(position)
             continue
         for field, literal in rule_literals:
-            words.setdefault(field, {}).setdefault(literal, set()).add(position)
-    automata: dict[str, Any] = {}
-    for field, by_literal in words.items():
+            words.setdefault(literal, {}).setdefault(field, set()).add(position)
+    automaton: Any | None = None
+    if words:
         automaton = ahocorasick.Automaton()
-        for literal, positions in by_literal.items():
-            automaton.add_word(literal, tuple(sorted(positions)))
+        for literal, by_field in words.items():
+            anywhere = tuple(sorted(by_field.pop(ANY_FIELD, ())))
+            fields = tuple((f, tuple(sorted(p))) for f, p in sorted(by_field.items()))
+            payload: Payload = (literal, anywhere, fields)
+            automaton.add_word(literal, payload)
         automaton.make_automaton()
-        automata[field] = automaton
-    return Bucket(rules=rules, always=tuple(always), automata=automata)
+    return Bucket(rules=rules, always=tuple(always), automaton=automaton)

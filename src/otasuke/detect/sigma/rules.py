@@ -387,9 +387,12 @@ def _compile_rule(
 def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:
     """Whether a rule can concern Windows event logs.
 
-    True when the pipelines tied it to a channel, or its log source says ``windows`` or
-    names no product at all; False for other products (linux, macos, aws, zeek…) and for
-    categories of network devices (firewall, proxy, dns, webserver) without a product.
+    True when the pipelines tied it to a channel, or its log source says ``windows``, or
+    names neither a product nor a service (a generic category such as ``antivirus``);
+    False for other products (linux, macos, aws, zeek…), for categories of network devices
+    (firewall, proxy, dns, webserver) without a product, and for a service without a
+    product that no pipeline tied to a channel (``service: apache``, ``nginx``…): a
+    service names one program's log, and Windows services become channel conditions.
     """
     if any(channel is not None for channel, _ in index_keys(tree)):
         return True
@@ -397,6 +400,8 @@ def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:
     product = (logsource.product or "").lower()
     if product:
         return product == "windows"
+    if logsource.service:
+        return False
     return (logsource.category or "").lower() not in NETWORK_CATEGORIES
 
 

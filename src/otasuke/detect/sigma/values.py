@@ -7,6 +7,7 @@ original string when the test says it needs case (``cased``, regular expressions
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
@@ -237,17 +238,141 @@ def regex_test(value: SigmaRegularExpression) -> ValueTest:
     except re.error as err:
         raise Unsupported(f"regular expression does not compile in Python: {err}") from None
     return ValueTest(
-        _regex_search(compiled), cased=True, literal=None, recipe=("re", pattern, flags)
+        _regex_search(compiled),
+        cased=True,
+        literal=regex_literal(pattern, flags),
+        recipe=("re", pattern, flags),
     )
 
 
-def _regex_search(compiled: re.Pattern[str]) -> StringTest:
-    search = compiled.search
+_re_parser: Any = importlib.import_module("re._parser")
+"""The ``re`` module's own parser (``sre_parse``, deprecated under that name since 3.11)."""
+_FOLD_UNSAFE = frozenset("iIsS")
+"""ASCII letters that ``re.IGNORECASE`` also matches with a character whose ``str.lower()``
+is not that letter alone (U+0130 İ → "i̇", U+0131 ı, U+017F ſ; tests/detect/test_sigma_index.py
+checks the whole of Unicode): under ``|i`` they end a literal run."""
+MIN_REGEX_LITERAL = 3
+"""Shorter required runs are not worth a prefilter word (a regex then has no literal)."""
 
-    def test(s: str) -> bool:
+
+def regex_literal(pattern: str, flags: int) -> str | None:
+    """A lowercased substring of every string ``re.search(pattern, s, flags)`` finds, or None.
+
+    The longest of the pattern's required literal runs (:func:`_required_runs`) made of
+    ASCII characters only, whose lowercase does not depend on context: the run lowercased
+    is in the lowercased value whenever the run (or, case-insensitively, a variant) is in
+    the value.
+    """
+    required = _required_runs(pattern, flags, ascii_only=True)
+    if required is None:
+        return None
+    longest = max(required[0], key=len, default="")
+    return longest.lower() if len(longest) >= MIN_REGEX_LITERAL else None
+
+
+def regex_guard(pattern: str, flags: int) -> tuple[tuple[tuple[str, int], ...], bool]:
+    """What a value must hold before the regex is worth running: ((run, times), …) and
+    whether to look in the lowercased value (case-insensitive patterns, lowercased runs).
+
+    Each run is a literal run the match contains; a run met k times in the pattern is at
+    k places of the match (``str.count`` finds as many). Case-sensitive runs are compared
+    as they are, any character; case-insensitive ones as :func:`regex_literal` does.
+    """
+    required = _required_runs(pattern, flags, ascii_only=False)
+    if required is None:
+        return (), False
+    runs, ignore_case = required
+    counts: dict[str, int] = {}
+    for run in runs:
+        key = run.lower() if ignore_case else run
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(counts.items()), ignore_case
+
+
+def _required_runs(pattern: str, flags: int, *, ascii_only: bool) -> tuple[list[str], bool] | None:
+    """The literal runs every match of ``pattern`` contains, and whether it ignores case.
+
+    Runs of the top-level sequence (groups that change no flags are opened in place; the
+    body of a repetition of at least one is searched alone; alternatives, classes,
+    anchors and lookarounds end a run). Case-insensitively only ASCII characters outside
+    :data:`_FOLD_UNSAFE` count; case-sensitively any character, or ASCII with
+    ``ascii_only``. None when the pattern does not parse.
+    """
+    try:
+        parsed = _re_parser.parse(pattern, flags)
+    except (re.error, RecursionError):
+        return None
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
+    if ignore_case:
+        unsafe = frozenset(ord(c) for c in _FOLD_UNSAFE)
+        accept: Callable[[int], bool] = lambda code: code < 128 and code not in unsafe  # noqa: E731
+    elif ascii_only:
+        accept = (128).__gt__
+    else:
+        accept = lambda _code: True  # noqa: E731
+    runs: list[str] = []
+    _literal_runs(parsed, accept, runs)
+    return runs, ignore_case
+
+
+def _literal_runs(items: Any, accept: Callable[[int], bool], runs: list[str]) -> None:
+    """Append to ``runs`` the literal runs every match of the sequence ``items`` contains."""
+    parser = _re_parser
+    run: list[str] = []
+    for op, argument in _flattened(items):
+        if op is parser.LITERAL and accept(argument):
+            run.append(chr(argument))
+            continue
+        if run:
+            runs.append("".join(run))
+            run = []
+        if op in (parser.MAX_REPEAT, parser.MIN_REPEAT, parser.POSSESSIVE_REPEAT):
+            low, _high, body = argument
+            if low >= 1:
+                _literal_runs(body, accept, runs)
+    if run:
+        runs.append("".join(run))
+
+
+def _flattened(items: Any) -> list[tuple[Any, Any]]:
+    """The sequence with groups that change no flags (and atomic groups) opened in place."""
+    parser = _re_parser
+    flat: list[tuple[Any, Any]] = []
+    for op, argument in items:
+        if op is parser.SUBPATTERN and not argument[1] and not argument[2]:
+            flat.extend(_flattened(argument[3]))
+        elif op is parser.ATOMIC_GROUP:
+            flat.extend(_flattened(argument))
+        else:
+            flat.append((op, argument))
+    return flat
+
+
+def _regex_search(compiled: re.Pattern[str]) -> StringTest:
+    """``compiled.search`` found something, tried only on values holding its required runs
+    (:func:`regex_guard`: plain substring tests and counts, far cheaper than a search)."""
+    search = compiled.search
+    needles, fold = regex_guard(compiled.pattern, compiled.flags)
+    present = tuple(run for run, times in needles if times == 1)
+    counted = tuple((run, times) for run, times in needles if times > 1)
+    if not needles:
+
+        def test(s: str) -> bool:
+            return search(s) is not None
+
+        return test
+
+    def guarded(s: str) -> bool:
+        text = s.lower() if fold else s
+        for run in present:
+            if run not in text:
+                return False
+        for run, times in counted:
+            if text.count(run) < times:
+                return False
         return search(s) is not None
 
-    return test
+    return guarded
 
 
 def cidr_test(value: SigmaCIDRExpression) -> ValueTest:

@@ -11,7 +11,7 @@ with spaces (Windows Defender's ``Threat Name``) is also reachable without them
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Text = str | list[str] | None
@@ -22,10 +22,24 @@ def sigma_name(key: str) -> str:
     return key.lower().replace(" ", "")
 
 
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+_SCALAR_TEXT: dict[type, Callable[[Any], str]] = {
+    str: str,
+    int: str,
+    float: str,
+    bool: _bool_text,
+}
+"""The conversion of the usual scalar types, looked up by exact type (hot path)."""
+
+
 def text_of(value: Any) -> Text:
     """The string Sigma compares: ``true``/``false`` for booleans, digits for numbers."""
-    if isinstance(value, str):
-        return value
+    convert = _SCALAR_TEXT.get(type(value))
+    if convert is not None:
+        return convert(value)
     if value is None:
         return None
     if isinstance(value, bool):
@@ -50,47 +64,75 @@ def _scalar_text(value: Any) -> str | None:
 class EventView:
     """One event's fields keyed by lowercased name, as strings and lowercased strings."""
 
-    __slots__ = ("_all_lower", "_all_original", "lower", "original")
+    __slots__ = ("_all_lower", "_all_original", "_scalar", "_search_text", "lower", "original")
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         original: dict[str, Text] = {}
         lower: dict[str, Text] = {}
+        scalar = True  # every value a string: the dicts' values are the value lists
         for key, value in fields.items():
             name = key.lower()
-            text = text_of(value)
-            if type(text) is str:
-                folded: Text = text.lower()
-            elif text is None:
-                folded = None
+            kind = type(value)
+            if kind is str:
+                original[name] = value
+                lower[name] = value.lower()
+            elif kind is int:
+                original[name] = lower[name] = str(value)
             else:
-                folded = [item.lower() for item in text]
-            original[name] = text
-            lower[name] = folded
+                text = text_of(value)
+                if type(text) is str:
+                    folded: Text = text.lower()
+                elif text is None:
+                    folded = None
+                    scalar = False
+                else:
+                    folded = [item.lower() for item in text]
+                    scalar = False
+                original[name] = text
+                lower[name] = folded
             if " " in name:
                 joined = name.replace(" ", "")
                 if joined not in fields:
-                    original.setdefault(joined, text)
-                    lower.setdefault(joined, folded)
+                    original.setdefault(joined, original[name])
+                    lower.setdefault(joined, lower[name])
         self.original = original
         self.lower = lower
+        self._scalar = scalar
         self._all_lower: list[str] | None = None
         self._all_original: list[str] | None = None
+        self._search_text: str | None = None
 
     def all_values(self, *, cased: bool) -> list[str]:
         """Every value of every field (for keyword searches), flattened."""
         cache = self._all_original if cased else self._all_lower
         if cache is None:
-            cache = []
-            for value in (self.original if cased else self.lower).values():
-                if type(value) is str:
-                    cache.append(value)
-                elif value is not None:
-                    cache.extend(value)
+            values = (self.original if cased else self.lower).values()
+            if self._scalar:
+                cache = list(values)  # type: ignore[arg-type]  # all str when scalar
+            else:
+                cache = []
+                for value in values:
+                    if type(value) is str:
+                        cache.append(value)
+                    elif value is not None:
+                        cache.extend(value)
             if cased:
                 self._all_original = cache
             else:
                 self._all_lower = cache
         return cache
+
+    def search_text(self) -> str:
+        """Every lowercased value joined by ``"\\0"``: what the literal prefilter searches."""
+        text = self._search_text
+        if text is None:
+            if self._scalar:
+                values: Any = self.lower.values()  # all str when scalar
+                text = "\0".join(values)
+            else:
+                text = "\0".join(self.all_values(cased=False))
+            self._search_text = text
+        return text
 
     def key(self) -> tuple[str | None, str | None]:
         """(Channel, EventID), lowercased: the rule index key."""

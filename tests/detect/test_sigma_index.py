@@ -1,0 +1,297 @@
+"""ルール索引: the one-pass literal prefilter, literals required by regexes, the event view,
+and which rules count as Windows rules."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otasuke.detect.sigma import RuleSet
+from otasuke.detect.sigma.compile import ANY_FIELD
+from otasuke.detect.sigma.index import build_bucket
+from otasuke.detect.sigma.values import (
+    _FOLD_UNSAFE,
+    MIN_REGEX_LITERAL,
+    regex_guard,
+    regex_literal,
+)
+from otasuke.detect.sigma.values import test_from_recipe as rebuilt_test
+from otasuke.detect.sigma.view import EventView, text_of
+
+RULE = """
+title: {title}
+id: {id}
+status: test
+author: Otasuke tests
+level: high
+logsource:
+{logsource}
+detection:
+{detection}
+"""
+WINDOWS = "    product: windows\n    category: process_creation"
+
+
+def load(tmp_path: Path, *rules: tuple[str, str]) -> RuleSet:
+    """Rules from (logsource, detection) pairs, one file each."""
+    for number, (logsource, detection) in enumerate(rules):
+        text = RULE.format(
+            title=f"rule {number}",
+            id=f"00000000-0000-0000-0000-{number:012d}",
+            logsource=logsource,
+            detection=detection,
+        )
+        (tmp_path / f"rule{number}.yml").write_text(text, encoding="utf-8")
+    loaded = RuleSet.load([tmp_path])
+    assert not loaded.refused, loaded.refused
+    return loaded
+
+
+def sysmon(**fields: Any) -> dict[str, Any]:
+    return {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1, **fields}
+
+
+def titles(rules: RuleSet, fields: dict[str, Any]) -> list[str]:
+    return [rule.title for rule in rules.match(fields)]
+
+
+# --- the prefilter: one automaton, one search per event ------------------------------------
+
+
+def test_field_literal_counts_only_in_its_field() -> None:
+    bucket = build_bucket(["a", "b"], [frozenset({("commandline", "mimikatz")}), None])
+    assert bucket.candidates(EventView({"CommandLine": "run MIMIKATZ now"})) == [0, 1]
+    assert bucket.candidates(EventView({"Image": "mimikatz.exe", "CommandLine": "x"})) == [1]
+    assert bucket.candidates(EventView({"Image": "mimikatz.exe"})) == [1]
+
+
+def test_keyword_literal_counts_in_any_value_and_list_items() -> None:
+    bucket = build_bucket(["k"], [frozenset({(ANY_FIELD, "dumpcreds")})])
+    assert bucket.candidates(EventView({"A": "1", "B": "x DumpCreds y"})) == [0]
+    assert bucket.candidates(EventView({"A": ["x", "dumpcreds"], "B": None})) == [0]
+    assert bucket.candidates(EventView({"A": "dump", "B": "creds"})) == []
+
+
+def test_field_literal_in_a_list_value() -> None:
+    bucket = build_bucket(["r"], [frozenset({("hashes", "md5=abc")})])
+    assert bucket.candidates(EventView({"Hashes": ["SHA1=00", "MD5=ABC"]})) == [0]
+    assert bucket.candidates(EventView({"Hashes": ["SHA1=00"], "Other": "md5=abc"})) == []
+
+
+def test_one_literal_wanted_by_several_fields_and_keywords() -> None:
+    bucket = build_bucket(
+        ["image", "keyword", "commandline"],
+        [
+            frozenset({("image", "evil")}),
+            frozenset({(ANY_FIELD, "evil")}),
+            frozenset({("commandline", "evil")}),
+        ],
+    )
+    assert bucket.candidates(EventView({"CommandLine": "evil"})) == [1, 2]
+    assert bucket.candidates(EventView({"Image": "EVIL", "CommandLine": "good"})) == [0, 1]
+    assert bucket.automaton is not None and len(bucket.automaton) == 1
+
+
+def test_bucket_without_literals_has_no_automaton() -> None:
+    bucket = build_bucket(["a", "b"], [None, frozenset()])
+    assert bucket.automaton is None
+    assert bucket.candidates(EventView({"A": "x"})) == [0, 1]
+
+
+def test_keyword_and_field_rules_end_to_end(tmp_path: Path) -> None:
+    rules = load(
+        tmp_path,
+        (WINDOWS, "    keywords:\n        - 'sekurlsa::'\n    condition: keywords"),
+        (
+            WINDOWS,
+            "    selection:\n        CommandLine|contains: 'whoami'\n    condition: selection",
+        ),
+    )
+    assert titles(rules, sysmon(CommandLine="x sekurlsa::logonpasswords")) == ["rule 0"]
+    assert titles(rules, sysmon(Image="c:\\whoami.exe", CommandLine="y")) == []
+    assert titles(rules, sysmon(CommandLine="WHOAMI /all")) == ["rule 1"]
+
+
+# --- literals required by regular expressions ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "flags", "expected"),
+    [
+        (r"cmd.{0,5}(?:/c|/r).+powershell", 0, "powershell"),
+        (r"\$PSHome\[\s*\d{1,3}\s*\]", 0, "$pshome["),
+        (r"(?:ab(cde)){2,}x", 0, "abcde"),
+        (r"(?P<g>Net)User", 0, "netuser"),
+        (r"(?>abc)d", 0, "abcd"),
+        (r"(?i)echo.*clip", 0, "echo"),  # "clip": i ends a run under |i
+        (r"invoke-expression", re.IGNORECASE, "nvoke-expre"),
+        (r"invoke-expression", 0, "invoke-expression"),
+        (r"ab|cdef", 0, None),  # alternatives: no run every match contains
+        (r"(?i:abcdef)", 0, None),  # a group with its own flags
+        (r"x(?=abcdef)", 0, None),  # lookahead: not part of the match
+        (r"(?:abcdef)?x", 0, None),
+        (r"(?:abcdef)*", 0, None),
+        (r"ab", 0, None),  # shorter than MIN_REGEX_LITERAL
+        (r"\u00e9t\u00e9s", 0, None),  # non-ASCII ends a run
+        (r"[abc]def", 0, "def"),
+        (r"(", 0, None),  # does not parse: no literal (the rule is refused elsewhere)
+    ],
+)
+def test_regex_literal(pattern: str, flags: int, expected: str | None) -> None:
+    assert regex_literal(pattern, flags) == expected
+
+
+def test_fold_unsafe_letters_cover_unicode() -> None:
+    """Under re.IGNORECASE an ASCII character outside _FOLD_UNSAFE matches only characters
+    whose str.lower() is its own lowercase: the literal run lowercased stays exact."""
+    others = "".join(chr(c) for c in range(0x80, sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    safe = [chr(c) for c in range(0x20, 0x7F) if chr(c) not in _FOLD_UNSAFE]
+    matched = set(re.findall("[" + re.escape("".join(safe)) + "]", others, re.IGNORECASE))
+    for char in matched:
+        for ascii_char in safe:
+            if re.fullmatch(re.escape(ascii_char), char, re.IGNORECASE):
+                assert char.lower() == ascii_char.lower(), (hex(ord(char)), ascii_char)
+    assert re.search("(?i)invoke", "\u0130NVOKE") and "nvoke" in "\u0130NVOKE".lower()
+
+
+PATTERNS = [
+    r"cmd.{0,5}(?:/c|/r).+powershell.+(?:\$\{?input\}?|noexit).+\"",
+    r"(?i)echo.*clip.*&&.*(?:Clipboard|i`?n`?v`?o`?k`?e`?)",
+    r"(?i)\$\{env:path\}\s*-f",
+    r"\$env:ComSpec\[(?:\s*\d{1,3}\s*,){2}",
+    r"(?i)\.exe[\"']?\s+[^\"]{0,64}werfaultsecure\.exe",
+    r"(?i)Kelvin.{0,3}STRASSE",
+    r"net\s+(?:user|group)\s+/domain",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_match_contains_the_regex_literal(data: st.DataObject) -> None:
+    pattern = data.draw(st.sampled_from(PATTERNS))
+    literal = regex_literal(pattern, 0)
+    assert literal is not None and len(literal) >= MIN_REGEX_LITERAL
+    value = data.draw(st.from_regex(pattern))
+    assert re.search(pattern, value)
+    assert literal in value.lower()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "flags", "expected"),
+    [
+        (r"\+.*\+.*\+", 0, ((("+", 3),), False)),
+        (r"`.*`", 0, ((("`", 2),), False)),
+        (r"\u00e9t\u00e9", 0, ((("\u00e9t\u00e9", 1),), False)),
+        (r"(?i)AB.*ab", 0, ((("ab", 2),), True)),
+        (r"(?i)\u00e9t\u00e9", 0, ((("t", 1),), True)),
+        (r"a|b", 0, ((), False)),
+    ],
+)
+def test_regex_guard(pattern: str, flags: int, expected: object) -> None:
+    assert regex_guard(pattern, flags) == expected
+
+
+GUARDED = [
+    *PATTERNS,
+    r"\+.*\+.*\+.*\+",
+    r"`.*`.*`",
+    r"(?i)ab.*AB.*aB",
+    r"\u00e9t\u00e9.{1,3}x",
+    r"(?i)\u00e9t\u00e9s.{1,3}K",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_guarded_regex_agrees_with_search(data: st.DataObject) -> None:
+    pattern = data.draw(st.sampled_from(GUARDED))
+    flags = data.draw(st.sampled_from([0, re.IGNORECASE]))
+    value = data.draw(
+        st.from_regex(pattern) | st.text("+`aAbB\u00e9\u0130\u017ftsSxK\u212a", max_size=20)
+    )
+    guarded = rebuilt_test(("re", pattern, flags))
+    assert guarded(value) == (re.search(pattern, value, flags) is not None)
+
+
+@pytest.mark.parametrize(
+    "value", ["\u0130nvoke-ExpreSSion", "INVOKE-EXPRESSION", "invoke-expre\u017f\u017fion"]
+)
+def test_case_insensitive_regex_rule_fires_through_the_prefilter(
+    tmp_path: Path, value: str
+) -> None:
+    rules = load(
+        tmp_path,
+        (
+            WINDOWS,
+            "    selection:\n        CommandLine|re|i: 'invoke-expression'\n"
+            "    condition: selection",
+        ),
+    )
+    assert rules._literals[0] == frozenset({("commandline", "nvoke-expre")})
+    assert re.search("invoke-expression", value, re.IGNORECASE)
+    assert titles(rules, sysmon(CommandLine=f"x {value} y")) == ["rule 0"]
+    assert titles(rules, sysmon(Image=value, CommandLine="x")) == []
+
+
+# --- which rules are Windows rules -----------------------------------------------------------
+
+
+def test_service_without_product_is_not_a_windows_rule(tmp_path: Path) -> None:
+    keywords = "    keywords:\n        - 'exit signal Segmentation Fault'\n    condition: keywords"
+    rules = load(
+        tmp_path,
+        ("    service: apache", keywords),
+        ("    product: windows", keywords),
+        ("    category: antivirus", keywords),
+    )
+    assert [rule.windows for rule in rules.compiled] == [False, True, True]
+    fields = sysmon(CommandLine="exit signal Segmentation Fault")
+    assert titles(rules, fields) == ["rule 1", "rule 2"]
+
+
+# --- the event view --------------------------------------------------------------------------
+
+
+def test_view_converts_values_as_sigma_compares_them() -> None:
+    view = EventView(
+        {
+            "EventID": 4688,
+            "Flag": True,
+            "Ratio": 1.5,
+            "Empty": None,
+            "Items": [1, "B", None, False],
+            "Image": "C:\\X.exe",
+        }
+    )
+    assert view.original == {
+        "eventid": "4688",
+        "flag": "true",
+        "ratio": "1.5",
+        "empty": None,
+        "items": ["1", "B", "false"],
+        "image": "C:\\X.exe",
+    }
+    assert view.lower["items"] == ["1", "b", "false"]
+    assert view.lower["image"] == "c:\\x.exe"
+    assert view.all_values(cased=True) == ["4688", "true", "1.5", "1", "B", "false", "C:\\X.exe"]
+    assert view.search_text() == "\0".join(view.all_values(cased=False))
+    assert text_of(False) == "false" and text_of(7) == "7" and text_of((1, None)) == ["1"]
+
+
+def test_view_later_name_wins_and_spaced_names_get_an_alias() -> None:
+    view = EventView({"ProcessID": 4, "ProcessId": 88, "Threat Name": "Trojan:X"})
+    assert view.original == {"processid": "88", "threat name": "Trojan:X", "threatname": "Trojan:X"}
+    assert view.all_values(cased=False) == ["88", "trojan:x", "trojan:x"]
+    assert view.search_text() == "88\0trojan:x\0trojan:x"
+    assert view.key() == (None, None)
+
+
+def test_view_key() -> None:
+    view = EventView({"Channel": "Security", "EventID": 4624})
+    assert view.key() == ("security", "4624")
