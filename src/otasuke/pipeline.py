@@ -23,6 +23,7 @@ from otasuke.ingest.store import stored_to_event
 from otasuke.notify.channels import Channel
 from otasuke.notify.channels.maildir import MaildirChannel
 from otasuke.notify.channels.smtp import SmtpChannel
+from otasuke.notify.escalation import escalate_overdue
 from otasuke.notify.incident_mail import notify_incident
 from otasuke.settings import Settings
 from otasuke.standard.incident import Severity
@@ -117,6 +118,7 @@ class Pipeline:
                 note = notify_incident(s, incident, self.channel, self.settings)
                 s.commit()
                 sent += note.status == "sent"
+            escalate_overdue(s, self.channel, self.settings, now)
         return sent
 
 

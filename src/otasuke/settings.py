@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     """Help desk mail address printed in notifications."""
     notify_target_minutes: int = Field(default=60, ge=1, le=60)
     """REQ-MON-60MIN: minutes from first evidence within which the customer must be told."""
+    escalate_after_minutes: int = Field(default=40, ge=1, le=59)
+    """REQ-MON-60MIN: a serious incident not yet told to the customer this long after its
+    SLA start is escalated to the provider's administrators and analysts by mail."""
     incident_window_minutes: int = Field(default=60, ge=1, le=24 * 60)
     """Alerts of one customer, host and rule family within this window join one incident."""
     ingest_max_batch_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

@@ -228,6 +228,8 @@ class Incident(Base):
     notify_deadline: Mapped[datetime | None]
     """REQ-MON-60MIN: SLA start + 60 minutes, for serious incidents."""
     notified_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+    """REQ-MON-60MIN: when the provider's staff were alerted that the customer was still untold."""
     alert_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(default=now_utc)
