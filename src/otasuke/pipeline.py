@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from otasuke.db.engine import Database
 from otasuke.db.models import Incident, Notification, StoredEvent
 from otasuke.detect.engine import Detector
-from otasuke.incidents.correlate import record_detections
+from otasuke.incidents.correlate import RecentIncidents, record_detections
 from otasuke.ingest.store import stored_to_event
 from otasuke.notify.channels import Channel
 from otasuke.notify.channels.maildir import MaildirChannel
@@ -75,13 +75,19 @@ class Pipeline:
                 if not rows:
                     break
                 touched: set[int] = set()
+                recent: RecentIncidents = {}
                 for row in rows:
                     detections = self.detector.detect(
                         stored_to_event(row), customer=row.customer_id
                     )
                     if detections:
                         incidents = record_detections(
-                            s, row, detections, window=window, notify_target=target
+                            s,
+                            row,
+                            detections,
+                            window=window,
+                            notify_target=target,
+                            recent=recent,
                         )
                         touched.update(i.id for i in incidents)
                         result.alerts += len(detections)

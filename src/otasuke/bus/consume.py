@@ -35,7 +35,7 @@ from otasuke.db.engine import Database
 from otasuke.db.models import Incident, Notification, QuarantinedRecord, Sensor, StoredEvent
 from otasuke.detect.detection import Detection
 from otasuke.detect.engine import Detector
-from otasuke.incidents.correlate import record_detections
+from otasuke.incidents.correlate import RecentIncidents, record_detections
 from otasuke.ingest.store import Source, accept_lines, stored_to_event
 from otasuke.notify.channels import Channel
 from otasuke.notify.incident_mail import notify_incident
@@ -190,10 +190,16 @@ class BatchHandler:
                     {"space": CORRELATE_LOCK_SPACE, "key": customer_id},
                 )
         touched: dict[int, Incident] = {}
+        recent: RecentIncidents = {}
         for row, detections in found:
             if detections:
                 for incident in record_detections(
-                    s, row, detections, window=self.window, notify_target=self.target
+                    s,
+                    row,
+                    detections,
+                    window=self.window,
+                    notify_target=self.target,
+                    recent=recent,
                 ):
                     touched[incident.id] = incident
                 result.alerts += len(detections)

@@ -48,6 +48,35 @@ def family_of(d: Detection) -> str:
     return f"{d.source.value}:{d.rule_id}"[:300]
 
 
+RecentIncidents = dict[tuple[int, str, str | None], Incident]
+
+
+def _in_window(incident: Incident, observed_at: datetime, window: timedelta) -> bool:
+    return (
+        not incident.closed
+        and incident.last_evidence_at >= observed_at - window
+        and incident.first_evidence_at <= observed_at + window
+    )
+
+
+def _open_incident(
+    s: Session, event: StoredEvent, family: str, window: timedelta
+) -> Incident | None:
+    return s.scalar(
+        select(Incident)
+        .where(
+            Incident.customer_id == event.customer_id,
+            Incident.family == family,
+            Incident.host.is_(None) if event.host is None else Incident.host == event.host,
+            Incident.closed.is_(False),
+            Incident.last_evidence_at >= event.observed_at - window,
+            Incident.first_evidence_at <= event.observed_at + window,
+        )
+        .order_by(Incident.id.desc())
+        .limit(1)
+    )
+
+
 def record_detections(
     s: Session,
     event: StoredEvent,
@@ -55,25 +84,21 @@ def record_detections(
     *,
     window: timedelta,
     notify_target: timedelta,
+    recent: RecentIncidents | None = None,
 ) -> list[Incident]:
-    """Turn one event's detections into alerts on (new or open) incidents; return those touched."""
+    """Turn one event's detections into alerts on (new or open) incidents; return those touched.
+
+    ``recent``: the incidents this transaction already touched, by grouping key, so a batch
+    of events does not ask the database again for the incident it just created or joined.
+    """
     touched: dict[int, Incident] = {}
     for d in detections:
         severity = severity_of(d.level, d.blocked)
         family = family_of(d)
-        incident = s.scalar(
-            select(Incident)
-            .where(
-                Incident.customer_id == event.customer_id,
-                Incident.family == family,
-                Incident.host.is_(None) if event.host is None else Incident.host == event.host,
-                Incident.closed.is_(False),
-                Incident.last_evidence_at >= event.observed_at - window,
-                Incident.first_evidence_at <= event.observed_at + window,
-            )
-            .order_by(Incident.id.desc())
-            .limit(1)
-        )
+        key = (event.customer_id, family, event.host)
+        incident = recent.get(key) if recent is not None else None
+        if incident is None or not _in_window(incident, event.observed_at, window):
+            incident = _open_incident(s, event, family, window)
         now = datetime.now(UTC)
         if incident is None:
             incident = Incident(
@@ -124,4 +149,6 @@ def record_detections(
             )
         )
         touched[incident.id] = incident
+        if recent is not None:
+            recent[key] = incident
     return list(touched.values())
