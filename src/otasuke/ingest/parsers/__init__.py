@@ -12,6 +12,7 @@ A parser that also reads whole files (``otasuke import``) implements
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,7 @@ def parser_for_file(path: Path) -> FileParser:
 
 
 _loaded = False
+_load_lock = threading.RLock()  # re-entrant: a parser module may call get_parser on import
 
 BUILTIN_ORDER = (
     "evtx",
@@ -131,9 +133,17 @@ BUILTIN_ORDER = (
 
 
 def _load_builtin() -> None:
+    """Import the built-in parsers once; concurrent first callers wait for the whole set.
+
+    The flag is set only after every module registered itself: set before, a second
+    request thread saw a half-filled registry and quarantined its lines as "unknown format".
+    """
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in BUILTIN_ORDER:
-        importlib.import_module(f"otasuke.ingest.parsers.{module}")
+    with _load_lock:
+        if _loaded:
+            return
+        for module in BUILTIN_ORDER:
+            importlib.import_module(f"otasuke.ingest.parsers.{module}")
+        _loaded = True

@@ -3,6 +3,15 @@
 202 means every accepted line is committed to the database (durable) and every
 refused line is in the quarantine with its reason; the answer lists the refused
 lines with field, error and hint. 422 when no line at all could be accepted.
+
+Overload (backpressure, :mod:`otasuke.ingest.backpressure`): when the detection
+backlog is above ``ingest_max_pending`` or this batch would take it above, or
+``ingest_max_inflight`` requests are being stored already, the answer is **429**
+with ``Retry-After`` (seconds) and a JSON body naming the reason and what to do.
+Nothing of a refused batch is stored: the client keeps the batch and sends it
+again after ``Retry-After`` — that is the contract. Every refused event is
+counted in ``otasuke_events_shed_total{transport="http"}``. A batch larger than
+``ingest_max_pending`` on its own can never be admitted: 413, split it.
 """
 
 from __future__ import annotations
@@ -16,7 +25,12 @@ from sqlalchemy import select
 from otasuke import metrics
 from otasuke.db.engine import Database
 from otasuke.db.models import Sensor
+from otasuke.ingest.backpressure import (
+    Admission,
+    Decision,
+)
 from otasuke.ingest.store import Source, accept_lines
+from otasuke.pipeline import pending_count
 from otasuke.settings import Settings
 from otasuke.tenancy.auth import hash_token
 
@@ -36,7 +50,40 @@ def _unauthorized(detail: str) -> JSONResponse:
     )
 
 
-@router.post("/ingest", status_code=202, responses={401: {}, 413: {}, 422: {}})
+def _admission(request: Request, db: Database) -> Admission:
+    """The app's admission state, made on first use (one per app)."""
+    state = request.app.state
+    admission: Admission | None = getattr(state, "ingest_admission", None)
+    if admission is None:
+
+        def read_pending() -> int:
+            with db.sessions() as s:
+                return pending_count(s)
+
+        admission = Admission(read_pending)
+        state.ingest_admission = admission
+    return admission
+
+
+def _refused(request: Request, decision: Decision, events: int) -> JSONResponse:
+    counters = getattr(request.app.state, "metrics", None) or metrics.METRICS
+    counters.count_shed("http", events)
+    headers = {"Retry-After": str(decision.retry_after)} if decision.status == 429 else {}
+    return JSONResponse(
+        {
+            "error": decision.reason,
+            "field": "body",
+            "hint": decision.hint,
+            "stored": 0,
+            "refused": events,
+            "retry_after": decision.retry_after if decision.status == 429 else None,
+        },
+        status_code=decision.status,
+        headers=headers,
+    )
+
+
+@router.post("/ingest", status_code=202, responses={401: {}, 413: {}, 422: {}, 429: {}})
 async def ingest(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     db: Database = request.app.state.db
@@ -58,7 +105,27 @@ async def ingest(request: Request) -> JSONResponse:
             )
     from starlette.concurrency import run_in_threadpool
 
-    result = await run_in_threadpool(_store, db, hash_token(token.strip()), bytes(body))
+    token_hash = hash_token(token.strip())
+    if not await run_in_threadpool(_known_token, db, token_hash):
+        return _unauthorized("unknown or revoked sensor token")  # before admission: not shed
+    events = sum(1 for line in body.splitlines() if line.strip())
+    admission = _admission(request, db)
+    if admission.stale():
+        await run_in_threadpool(admission.refresh)
+    decision = admission.try_admit(
+        events,
+        max_pending=settings.ingest_max_pending,
+        max_inflight=settings.ingest_max_inflight,
+    )
+    if not decision.admitted:
+        return _refused(request, decision, events)
+    accepted = 0
+    try:
+        result = await run_in_threadpool(_store, db, token_hash, bytes(body))
+        if result is not None:
+            accepted = int(result["accepted"])
+    finally:
+        admission.done(events, accepted)
     if result is None:
         return _unauthorized("unknown or revoked sensor token")
     worker = getattr(request.app.state, "worker", None)
@@ -66,6 +133,11 @@ async def ingest(request: Request) -> JSONResponse:
         worker.wake()
     status = 422 if result["accepted"] == 0 and result["rejected"] else 202
     return JSONResponse(result, status_code=status)
+
+
+def _known_token(db: Database, token_hash: str) -> bool:
+    with db.session() as s:
+        return s.scalar(select(Sensor.id).where(Sensor.token_hash == token_hash)) is not None
 
 
 def _store(db: Database, token_hash: str, body: bytes) -> dict[str, Any] | None:
