@@ -23,6 +23,10 @@ PUBLIC: dict[str, str] = {
     "/static": "CSS, htmx and the countdown script",
     "/openapi.json": "the API schema (HTML pages are left out of it)",
     "/metrics": "Prometheus figures, counts only; bearer token when metrics_token is set",
+    "/api/v1": "Elasticsearch-like cluster info for shippers, no customer data; sensor token",
+    "/api/v1/": "Elasticsearch-like cluster info for shippers, no customer data; sensor token",
+    "/api/v1/_license": "a fixed basic licence for Beats, no customer data; sensor token",
+    "/api/v1/_xpack": "a fixed basic licence for older Beats, no customer data; sensor token",
 }
 
 PROVIDER = {Role.PROVIDER_ADMIN, Role.ANALYST, Role.HELPDESK}

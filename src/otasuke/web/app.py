@@ -20,7 +20,7 @@ from otasuke.i18n import _
 from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings, get_settings
 from otasuke.web import auth, console, portal
-from otasuke.web.api import ingest
+from otasuke.web.api import bulk, ingest
 from otasuke.web.api import metrics as metrics_api
 from otasuke.web.deps import CsrfError, LoginRequired, SessionMiddleware
 from otasuke.web.render import render
@@ -56,6 +56,7 @@ def create_app(
     app.state.db = db
     app.state.worker = None
     app.include_router(ingest.router)
+    app.include_router(bulk.router)
     app.include_router(metrics_api.router)
     app.include_router(auth.router)
     app.include_router(console.router)

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from otasuke import metrics
 from otasuke.db.engine import Database
@@ -65,6 +66,22 @@ def _admission(request: Request, db: Database) -> Admission:
     return admission
 
 
+async def admit(
+    request: Request, db: Database, settings: Settings, events: int
+) -> tuple[Admission, JSONResponse | None]:
+    """Admission control shared by every HTTP receiver: the 429/413 answer, or None to go on.
+
+    After an admitted batch is stored the caller must call ``admission.done(events, accepted)``.
+    """
+    admission = _admission(request, db)
+    if admission.stale():
+        await run_in_threadpool(admission.refresh)
+    decision = admission.try_admit(
+        events, max_pending=settings.ingest_max_pending, max_inflight=settings.ingest_max_inflight
+    )
+    return admission, None if decision.admitted else _refused(request, decision, events)
+
+
 def _refused(request: Request, decision: Decision, events: int) -> JSONResponse:
     counters = getattr(request.app.state, "metrics", None) or metrics.METRICS
     counters.count_shed("http", events)
@@ -103,22 +120,13 @@ async def ingest(request: Request) -> JSONResponse:
                 },
                 status_code=413,
             )
-    from starlette.concurrency import run_in_threadpool
-
     token_hash = hash_token(token.strip())
     if not await run_in_threadpool(_known_token, db, token_hash):
         return _unauthorized("unknown or revoked sensor token")  # before admission: not shed
     events = sum(1 for line in body.splitlines() if line.strip())
-    admission = _admission(request, db)
-    if admission.stale():
-        await run_in_threadpool(admission.refresh)
-    decision = admission.try_admit(
-        events,
-        max_pending=settings.ingest_max_pending,
-        max_inflight=settings.ingest_max_inflight,
-    )
-    if not decision.admitted:
-        return _refused(request, decision, events)
+    admission, refusal = await admit(request, db, settings, events)
+    if refusal is not None:
+        return refusal
     accepted = 0
     try:
         result = await run_in_threadpool(_store, db, token_hash, bytes(body))
