@@ -143,3 +143,38 @@ def any_db(request: pytest.FixtureRequest) -> Database:
         request.applymarker(pytest.mark.postgres)
         return request.getfixturevalue("pg_db")  # type: ignore[no-any-return]
     return request.getfixturevalue("sqlite_db")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def bundled_detector() -> Any:
+    """All bundled rules and IOC lists, loaded once for the whole run."""
+    from otasuke.detect.engine import Detector
+
+    return Detector.load()
+
+
+@pytest.fixture
+def live_app(
+    sqlite_db: Database,
+    settings: Settings,
+    bundled_detector: Any,
+    smtp_server: tuple[str, int, Inbox],
+) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The app with its in-process worker and the real detector, mail to the loopback SMTP
+    server, the demo team seeded; yields a TestClient and the demo sensors' tokens."""
+    from starlette.testclient import TestClient
+
+    from otasuke.demo.seed import seed_demo
+    from otasuke.pipeline import Pipeline
+    from otasuke.web.app import create_app
+
+    settings.smtp_host, settings.smtp_port = smtp_server[0], smtp_server[1]
+    with sqlite_db.session() as s:
+        _, tokens = seed_demo(s)
+    app = create_app(
+        settings,
+        db=sqlite_db,
+        make_pipeline=lambda: Pipeline(sqlite_db, settings, bundled_detector),
+    )
+    with TestClient(app) as client:
+        yield client, tokens

@@ -7,44 +7,18 @@ REQ-MON-NET (イ: malicious traffic from inside), REQ-MON-60MIN (notified at onc
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import orjson
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from otasuke.db.engine import Database
 from otasuke.db.models import Incident, QuarantinedRecord
-from otasuke.demo.seed import seed_demo
-from otasuke.detect.engine import Detector
-from otasuke.pipeline import Pipeline
-from otasuke.settings import Settings
-from otasuke.web.app import create_app
 from tests.conftest import Inbox, wait_for
 
 EMOTET_C2 = "66.210.228.178"  # in the bundled maltrail emotet list
-
-
-@pytest.fixture(scope="session")
-def detector() -> Detector:
-    return Detector.load()
-
-
-@pytest.fixture
-def running(
-    sqlite_db: Database, settings: Settings, detector: Detector, smtp_server: tuple[str, int, Inbox]
-) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    settings.smtp_host, settings.smtp_port = smtp_server[0], smtp_server[1]
-    with sqlite_db.session() as s:
-        _, tokens = seed_demo(s)
-    app = create_app(
-        settings, db=sqlite_db, make_pipeline=lambda: Pipeline(sqlite_db, settings, detector)
-    )
-    with TestClient(app) as client:
-        yield client, tokens
 
 
 def fortigate_line(dst: str, when: datetime) -> str:
@@ -57,11 +31,11 @@ def fortigate_line(dst: str, when: datetime) -> str:
 
 
 def test_utm_line_to_customer_mail(
-    running: tuple[TestClient, dict[str, str]],
+    live_app: tuple[TestClient, dict[str, str]],
     smtp_server: tuple[str, int, Inbox],
     sqlite_db: Database,
 ) -> None:
-    client, tokens = running
+    client, tokens = live_app
     inbox = smtp_server[2]
     token = tokens["tokai-parts/本社UTM FortiGate 60F"]
     body = b"\n".join(
@@ -108,9 +82,9 @@ def test_utm_line_to_customer_mail(
 
 
 def test_ingest_refuses_bad_token_and_all_bad_batch(
-    running: tuple[TestClient, dict[str, str]],
+    live_app: tuple[TestClient, dict[str, str]],
 ) -> None:
-    client, tokens = running
+    client, tokens = live_app
     r = client.post("/api/v1/ingest", content=b"{}", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["field"] == "Authorization"
     r = client.post("/api/v1/ingest", content=b"{}")

@@ -24,8 +24,6 @@ from sqlalchemy import select
 from otasuke.db.engine import Database
 from otasuke.db.models import Incident, QuarantinedRecord, StoredEvent
 from otasuke.demo.seed import seed_demo
-from otasuke.detect.engine import Detector
-from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings
 from otasuke.web.api.bulk import document_format, sensor_token
 from otasuke.web.app import create_app
@@ -335,31 +333,12 @@ def test_cluster_info_and_license(app_and_tokens: tuple[TestClient, dict[str, st
 # --- end to end -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def detector() -> Detector:
-    return Detector.load()
-
-
-@pytest.fixture
-def running(
-    sqlite_db: Database, settings: Settings, detector: Detector, smtp_server: tuple[str, int, Inbox]
-) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    settings.smtp_host, settings.smtp_port = smtp_server[0], smtp_server[1]
-    with sqlite_db.session() as s:
-        _, tokens = seed_demo(s)
-    app = create_app(
-        settings, db=sqlite_db, make_pipeline=lambda: Pipeline(sqlite_db, settings, detector)
-    )
-    with TestClient(app) as client:
-        yield client, tokens
-
-
 def test_winlogbeat_mimikatz_to_customer_mail(
-    running: tuple[TestClient, dict[str, str]],
+    live_app: tuple[TestClient, dict[str, str]],
     smtp_server: tuple[str, int, Inbox],
     sqlite_db: Database,
 ) -> None:
-    client, tokens = running
+    client, tokens = live_app
     inbox = smtp_server[2]
     body = bulk_body(
         ({"create": {"_index": "winlogbeat-8.17.0"}}, mimikatz_process_creation(datetime.now(UTC)))
