@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     """How long JetStream waits for a worker's ack before redelivering."""
     bus_replicas: int = Field(default=1, ge=1, le=5)
     """Stream replicas (a NATS cluster)."""
+    drop_dir: Path | None = None
+    """Watched drop folder: files under <drop_dir>/<customer slug>/[<sensor name>/] are
+    imported by `otasuke serve`; unset means <data_dir>/drop."""
+    drop_poll_seconds: float = Field(default=5.0, gt=0)
+    """How often the drop folder is scanned."""
     syslog_tcp_host: str = "127.0.0.1"
     """Address of the syslog TCP receiver (0.0.0.0 to accept UTMs on the network)."""
     syslog_tcp_port: int | None = Field(default=5514, ge=1, le=65535)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
@@ -22,16 +21,14 @@ from sqlalchemy import select
 
 from otasuke.cli_commands import err, fail, open_database, out
 from otasuke.db.engine import Database
-from otasuke.db.models import QuarantinedRecord, Sensor
+from otasuke.db.models import Sensor
 from otasuke.detect.engine import Detector
-from otasuke.errors import OtasukeError, ParseError
-from otasuke.ingest.parsers import RawRecord, parser_for_file
-from otasuke.ingest.store import AcceptResult, Source, accept_records
+from otasuke.errors import OtasukeError
+from otasuke.ingest.files import store_file
+from otasuke.ingest.store import AcceptResult, Source
 from otasuke.pipeline import Pipeline, ProcessResult, pending_count
 from otasuke.settings import Settings, get_settings
 from otasuke.tenancy.scope import Viewer, access_customer_by_slug
-
-CHUNK = 2000
 
 
 def walk(paths: list[Path]) -> Iterator[Path]:
@@ -61,38 +58,9 @@ def import_files(db: Database, source: Source, paths: list[Path]) -> AcceptResul
         task = progress.add_task("取り込み / import", total=len(files))
         for path in files:
             progress.update(task, description=f"取り込み / import {path.name[:40]}")
-            try:
-                parser = parser_for_file(path)
-            except ParseError as exc:
-                _quarantine_file(db, source, path, exc)
-                from otasuke.ingest.store import LineError
-
-                total.rejected.append(LineError(0, f"{path}: {exc.message}", None, exc.hint))
-                progress.advance(task)
-                continue
-            records = parser.read_file(path)
-            while chunk := list(islice(records, CHUNK)):
-                with db.session() as s:
-                    total.add(accept_records(s, source, chunk))
+            total.add(store_file(db, source, path))
             progress.advance(task)
     return total
-
-
-def _quarantine_file(db: Database, source: Source, path: Path, exc: OtasukeError) -> None:
-    with path.open("rb") as fh:
-        head = fh.read(4096).decode("utf-8", "replace")
-    with db.session() as s:
-        s.add(
-            QuarantinedRecord(
-                customer_id=source.customer_id,
-                sensor_id=source.sensor_id,
-                location=str(path)[:500],
-                source_format=None,
-                field=None,
-                reason=str(exc),
-                raw=head,
-            )
-        )
 
 
 def run_pipeline(
@@ -121,10 +89,6 @@ def run_pipeline(
         task = progress.add_task("検知 / detection", total=pending)
         result = pipeline.process_pending(on_batch=lambda n: progress.advance(task, n))
     return result
-
-
-def records_of(path: Path) -> Iterator[RawRecord]:
-    return parser_for_file(path).read_file(path)
 
 
 def import_command(

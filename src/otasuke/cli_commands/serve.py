@@ -11,6 +11,7 @@ from otasuke import metrics
 from otasuke.bus.jetstream import BusConfig
 from otasuke.cli_commands import open_database
 from otasuke.detect.engine import Detector
+from otasuke.ingest.receivers.dropfolder import DropFolder, DropWatcher
 from otasuke.ingest.receivers.publish import start_publisher
 from otasuke.ingest.receivers.syslog import SyslogConfig, start_syslog
 from otasuke.pipeline import Pipeline
@@ -38,10 +39,15 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
     syslog = start_syslog(settings, db, config)
     publisher = start_publisher(syslog.spool, bus) if bus is not None else None
     metrics.watch_syslog(syslog)
+    drop = DropWatcher(
+        DropFolder(settings.drop_dir or settings.data_dir / "drop", db),
+        settings.drop_poll_seconds,
+    ).start()
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     finally:
         metrics.METRICS.unwatch_syslog(syslog)
+        drop.stop()
         if publisher is not None:
             publisher.stop()
         syslog.stop()
