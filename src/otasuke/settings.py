@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     """Address of the syslog UDP receiver."""
     syslog_udp_port: int | None = Field(default=5514, ge=1, le=65535)
     """Port of the syslog UDP receiver (UDP cannot be acknowledged); unset turns it off."""
+    syslog_tls_host: str = "127.0.0.1"
+    """Address of the syslog TLS receiver (0.0.0.0 to accept UTMs on the network)."""
+    syslog_tls_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the syslog TLS receiver (RFC 5425, usually 6514); unset turns it off."""
+    syslog_tls_certfile: Path | None = None
+    """PEM server certificate (chain after it) of the syslog TLS receiver."""
+    syslog_tls_keyfile: Path | None = None
+    """Unencrypted PEM private key of syslog_tls_certfile."""
     syslog_max_line_bytes: int = Field(default=65536, ge=1024)
     """Longest syslog line accepted; longer lines are quarantined."""
     spool_dir: Path | None = None

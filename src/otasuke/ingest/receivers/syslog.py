@@ -1,4 +1,4 @@
-"""Syslog receivers (syslog 受信): UDP and TCP, one asyncio loop in a thread of its own.
+"""Syslog receivers (syslog 受信): UDP, TCP and TLS, one asyncio loop in a thread of its own.
 
 Every line is written to the spool before the receiver goes on: a TCP connection
 is not read further while its lines' append (and fsync) is pending, so a slow
@@ -11,6 +11,12 @@ cached and refreshed every ``sensor_refresh_seconds``, and at once — at most e
 few seconds — when an unknown peer shows up). Lines from a peer no sensor claims
 are spooled too and end in the quarantine as "unknown syslog source <ip>".
 
+Syslog over TLS (RFC 5425) is a third listener, started only when ``tls_port``,
+``tls_certfile`` and ``tls_keyfile`` are all set: the same per-connection handler as
+plain TCP (octet-counted framing as RFC 5425 asks, LF framing accepted too), with an
+:class:`ssl.SSLContext` given to :func:`asyncio.start_server`. The sensor is still
+picked by the peer's address; client certificates are not asked for.
+
 :func:`start_syslog` starts the receivers and the drain (spool → store) and
 returns a handle with ``stop()``.
 """
@@ -18,8 +24,10 @@ returns a handle with ``stop()``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +93,14 @@ class SyslogConfig:
     drain: bool = True
     """Run the drain (spool → store) in this process."""
     drain_batch_records: int = 2000
+    tls_host: str = "127.0.0.1"
+    tls_port: int | None = None
+    """None: no TLS receiver (the default); 0: any free port (tests). Needs both files below."""
+    tls_certfile: Path | None = None
+    """PEM server certificate (its chain may follow it in the same file)."""
+    tls_keyfile: Path | None = None
+    """PEM private key of ``tls_certfile``, unencrypted."""
+    tls_handshake_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyslogConfig:
@@ -95,6 +111,9 @@ class SyslogConfig:
             for name, setting in SETTING_NAMES.items()
             if hasattr(settings, setting)
         }
+        for name in ("tls_certfile", "tls_keyfile"):
+            if given.get(name) is not None:
+                given[name] = Path(given[name])
         spool_dir = getattr(settings, "spool_dir", None) or settings.data_dir / "spool"
         return cls(spool_dir=Path(spool_dir), **given)
 
@@ -107,8 +126,49 @@ SETTING_NAMES = {
     "fsync": "spool_fsync",
     "segment_bytes": "spool_segment_bytes",
     "max_line_bytes": "syslog_max_line_bytes",
+    "tls_host": "syslog_tls_host",
+    "tls_port": "syslog_tls_port",
+    "tls_certfile": "syslog_tls_certfile",
+    "tls_keyfile": "syslog_tls_keyfile",
 }
 """SyslogConfig field → the Settings field (OTASUKE_<NAME>) it is read from once it exists."""
+
+
+class SyslogTlsError(ValueError):
+    """The TLS receiver's settings are incomplete, or its certificate or key cannot be used."""
+
+
+def tls_context(config: SyslogConfig) -> ssl.SSLContext:
+    """The server context of the TLS receiver; SyslogTlsError names the setting at fault."""
+    certfile, keyfile = config.tls_certfile, config.tls_keyfile
+    for setting, path, marker in (
+        ("syslog_tls_certfile", certfile, b"-----BEGIN CERTIFICATE-----"),
+        ("syslog_tls_keyfile", keyfile, b"PRIVATE KEY-----"),
+    ):
+        if path is None:
+            raise SyslogTlsError(
+                f"syslog TLS: syslog_tls_port is set but {setting} is not "
+                "(OTASUKE_" + setting.upper() + ")"
+            )
+        try:
+            pem = path.read_bytes()
+        except OSError as err:
+            raise SyslogTlsError(f"syslog TLS: {setting} {path} cannot be read: {err}") from err
+        if marker not in pem:
+            raise SyslogTlsError(
+                f"syslog TLS: {setting} {path} is not PEM (no {marker.decode().strip('-')!r})"
+            )
+    assert certfile is not None and keyfile is not None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as err:
+        raise SyslogTlsError(
+            f"syslog TLS: syslog_tls_certfile {certfile} and syslog_tls_keyfile {keyfile} "
+            f"cannot be loaded together (encrypted key, or a key of another certificate?): {err}"
+        ) from err
+    return context
 
 
 @dataclass(slots=True)
@@ -117,6 +177,10 @@ class ReceiverStats:
 
     tcp_connections: int = 0
     tcp_lines: int = 0
+    tls_connections: int = 0
+    """Connections whose TLS handshake succeeded (they count in tcp_connections too)."""
+    tls_lines: int = 0
+    """Lines received over TLS (they count in tcp_lines too)."""
     udp_datagrams: int = 0
     udp_shed: int = 0
     """Datagrams dropped because the spool was too far behind (counted, never silent)."""
@@ -194,7 +258,7 @@ def choose_format(kind: str, msg: str, app: str | None = None) -> str:
 
 
 class SyslogReceiver:
-    """The UDP and TCP servers of one process, writing to one spool."""
+    """The UDP, TCP and TLS servers of one process, writing to one spool."""
 
     def __init__(
         self,
@@ -210,6 +274,7 @@ class SyslogReceiver:
         self.stats = ReceiverStats()
         self.tcp_port: int | None = None
         self.udp_port: int | None = None
+        self.tls_port: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool-append")
         self._servers: list[asyncio.AbstractServer] = []
         self._udp: asyncio.DatagramTransport | None = None
@@ -224,12 +289,26 @@ class SyslogReceiver:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        context = None
+        if cfg.tls_port is not None:  # before any listener: a bad file stops the start
+            context = tls_context(cfg)
         if cfg.tcp_port is not None:
             server = await asyncio.start_server(
                 self._handle_tcp, cfg.tcp_host, cfg.tcp_port, limit=READ_CHUNK
             )
             self._servers.append(server)
             self.tcp_port = int(server.sockets[0].getsockname()[1])
+        if cfg.tls_port is not None and context is not None:
+            server = await asyncio.start_server(
+                functools.partial(self._handle_tcp, transport="tls"),
+                cfg.tls_host,
+                cfg.tls_port,
+                limit=READ_CHUNK,
+                ssl=context,
+                ssl_handshake_timeout=cfg.tls_handshake_timeout,
+            )
+            self._servers.append(server)
+            self.tls_port = int(server.sockets[0].getsockname()[1])
         if cfg.udp_port is not None:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(cfg.udp_host, cfg.udp_port)
@@ -325,8 +404,14 @@ class SyslogReceiver:
 
     # --- TCP -----------------------------------------------------------------------
 
-    async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle_tcp(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str = "tcp"
+    ) -> None:
+        """One TCP or TLS connection (for TLS, called once the handshake succeeded)."""
         self.stats.tcp_connections += 1
+        tls = transport == "tls"
+        if tls:
+            self.stats.tls_connections += 1
         me = asyncio.current_task()
         if me is not None:
             self._connections[me] = writer
@@ -339,19 +424,26 @@ class SyslogReceiver:
                 frames = decoder.feed(data) if data else decoder.finish()
                 if frames:
                     self.stats.tcp_lines += len(frames)
+                    if tls:
+                        self.stats.tls_lines += len(frames)
                     # Backpressure: the next read waits for this append and its fsync.
-                    await self._append([self.record(f, peer, route, "tcp") for f in frames])
+                    await self._append([self.record(f, peer, route, transport) for f in frames])
                 if not data:
                     break
         except FramingError as err:
             self.stats.framing_errors += 1
-            log.warning("syslog tcp from %s: %s; connection closed", peer, err)
-        except ConnectionError:
+            log.warning("syslog %s from %s: %s; connection closed", transport, peer, err)
+        except (ConnectionError, ssl.SSLError):
             if decoder.pending().strip():
                 self.stats.incomplete += 1
         except OSError as err:  # the spool's disk failed: these lines were not acknowledged
             self.stats.spool_errors += 1
-            log.error("syslog tcp from %s: spool append failed, connection closed: %s", peer, err)
+            log.error(
+                "syslog %s from %s: spool append failed, connection closed: %s",
+                transport,
+                peer,
+                err,
+            )
         finally:
             self.stats.truncated += decoder.truncated
             writer.close()
@@ -439,6 +531,10 @@ class SyslogHandle:
     def udp_port(self) -> int | None:
         return self.receiver.udp_port
 
+    @property
+    def tls_port(self) -> int | None:
+        return self.receiver.tls_port
+
     def start(self) -> SyslogHandle:
         self._loop_thread.start()
         self._started.wait()
@@ -448,7 +544,9 @@ class SyslogHandle:
             raise self._error
         if self.config.drain:
             self._drain_thread.start()
-        log.info("syslog receivers: tcp %s, udp %s", self.tcp_port, self.udp_port)
+        log.info(
+            "syslog receivers: tcp %s, udp %s, tls %s", self.tcp_port, self.udp_port, self.tls_port
+        )
         return self
 
     def _run_loop(self) -> None:
