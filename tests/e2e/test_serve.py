@@ -25,6 +25,16 @@ from tests.conftest import Inbox, free_port, need, wait_for
 from tests.e2e.test_cli import run
 
 
+def wait_until_serving(port: int) -> None:
+    def up() -> bool:
+        try:
+            return httpx2.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
+    wait_for(up, timeout=60)
+
+
 def test_syslog_to_mail_through_otasuke_serve(
     tmp_path: Path, smtp_server: tuple[str, int, Inbox]
 ) -> None:
@@ -80,14 +90,7 @@ def test_syslog_to_mail_through_otasuke_serve(
         stderr=subprocess.DEVNULL,
     )
     try:
-
-        def up() -> bool:
-            try:
-                return httpx2.get(f"http://127.0.0.1:{web}/login", timeout=2).status_code == 200
-            except httpx2.HTTPError:
-                return False
-
-        wait_for(up, timeout=60)
+        wait_until_serving(web)
         t = datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo"))
         line = (
             f'date={t:%Y-%m-%d} time={t:%H:%M:%S} devname="FG40F-YAMADA" type="traffic" '
@@ -160,14 +163,7 @@ def test_scale_out_syslog_through_jetstream_to_a_worker(
         for cmd in (["serve"], ["worker"])
     ]
     try:
-
-        def up() -> bool:
-            try:
-                return httpx2.get(f"http://127.0.0.1:{web}/login", timeout=2).status_code == 200
-            except httpx2.HTTPError:
-                return False
-
-        wait_for(up, timeout=60)
+        wait_until_serving(web)
         t = datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo"))
         line = (
             f'date={t:%Y-%m-%d} time={t:%H:%M:%S} devname="FG40F-SAKURA" type="traffic" '

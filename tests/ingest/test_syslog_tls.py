@@ -23,12 +23,12 @@ from otasuke.db.models import QuarantinedRecord, StoredEvent
 from otasuke.demo.seed import demo_sensor, seed_demo
 from otasuke.ingest.receivers.syslog import (
     SyslogConfig,
-    SyslogHandle,
     SyslogTlsError,
     start_syslog,
 )
 from otasuke.settings import Settings
-from tests.conftest import need, wait_for
+from tests.conftest import need
+from tests.ingest.test_syslog import Running as PlainRunning
 
 TOKAI_IP, SAKURA_IP = "127.0.0.1", "127.0.0.2"
 
@@ -73,27 +73,15 @@ def cert(tmp_path: Path) -> Cert:
 
 
 @dataclass
-class Running:
-    handle: SyslogHandle
-    db: Database
-    cert: Cert
-    tokai: int
-    sakura: int
+class Running(PlainRunning):
+    """The syslog test harness of test_syslog.py, plus the TLS listener and its certificate."""
+
+    cert: Cert | None = None
 
     @property
     def tls(self) -> int:
         assert self.handle.tls_port is not None
         return self.handle.tls_port
-
-    def stored(self, customer_id: int) -> list[StoredEvent]:
-        with self.db.sessions() as s:
-            return list(
-                s.scalars(
-                    select(StoredEvent)
-                    .where(StoredEvent.customer_id == customer_id)
-                    .order_by(StoredEvent.id)
-                )
-            )
 
     def count_stored(self) -> int:
         with self.db.sessions() as s:
@@ -103,11 +91,8 @@ class Running:
         with self.db.sessions() as s:
             return int(s.scalar(select(func.count()).select_from(QuarantinedRecord)) or 0)
 
-    def wait_stored(self, customer_id: int, count: int) -> list[StoredEvent]:
-        wait_for(lambda: len(self.stored(customer_id)) >= count, timeout=20)
-        return self.stored(customer_id)
-
     def send_tls(self, data: bytes, source: str = TOKAI_IP) -> None:
+        assert self.cert is not None
         context = ssl.create_default_context(cafile=str(self.cert.certfile))
         raw = socket.create_connection(("127.0.0.1", self.tls), source_address=(source, 0))
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
@@ -138,7 +123,7 @@ def running(
         tls_keyfile=cert.keyfile,
         tls_handshake_timeout=5.0,
     )
-    r = Running(start_syslog(settings, sqlite_db, config), sqlite_db, cert, *ids)
+    r = Running(start_syslog(settings, sqlite_db, config), sqlite_db, *ids, cert=cert)
     yield r
     r.handle.stop()
 
