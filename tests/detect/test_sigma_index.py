@@ -3,6 +3,7 @@ and which rules count as Windows rules."""
 
 from __future__ import annotations
 
+import platform
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from otasuke.detect.sigma import RuleSet
 from otasuke.detect.sigma.compile import ANY_FIELD
-from otasuke.detect.sigma.index import build_bucket
+from otasuke.detect.sigma.index import build_bucket, hyperscan, literal_matcher
 from otasuke.detect.sigma.values import (
     _FOLD_UNSAFE,
     MIN_REGEX_LITERAL,
@@ -61,30 +62,56 @@ def titles(rules: RuleSet, fields: dict[str, Any]) -> list[str]:
     return [rule.title for rule in rules.match(fields)]
 
 
-# --- the prefilter: one automaton, one search per event ------------------------------------
+# --- the prefilter: one literal matcher, one search per event -------------------------------
+
+ENGINES = ["pyahocorasick", *(["hyperscan"] if hyperscan is not None else [])]
 
 
-def test_field_literal_counts_only_in_its_field() -> None:
-    bucket = build_bucket(["a", "b"], [frozenset({("commandline", "mimikatz")}), None])
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    literals=st.lists(st.text(min_size=1, max_size=4), min_size=1, max_size=12, unique=True),
+    text=st.text(max_size=40),
+)
+def test_matchers_find_exactly_the_literals_in_the_text(literals: list[str], text: str) -> None:
+    """Both engines answer as ``literal in text`` does, for any Unicode text."""
+    expected = {n for n, literal in enumerate(literals) if literal in text}
+    for name in ENGINES:
+        assert set(literal_matcher(literals, name).found(text)) == expected, name
+
+
+def test_hyperscan_is_used_where_installed() -> None:
+    """The fast engine is not silently lost (the bench figures assume it on x86-64)."""
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert hyperscan is not None, "pip install hyperscan (a pinned dependency on x86-64)"
+        assert literal_matcher(["x"]).engine == "hyperscan"
+
+
+def test_field_literal_counts_only_in_its_field(engine: str) -> None:
+    bucket = build_bucket(["a", "b"], [frozenset({("commandline", "mimikatz")}), None], engine)
     assert bucket.candidates(EventView({"CommandLine": "run MIMIKATZ now"})) == [0, 1]
     assert bucket.candidates(EventView({"Image": "mimikatz.exe", "CommandLine": "x"})) == [1]
     assert bucket.candidates(EventView({"Image": "mimikatz.exe"})) == [1]
 
 
-def test_keyword_literal_counts_in_any_value_and_list_items() -> None:
-    bucket = build_bucket(["k"], [frozenset({(ANY_FIELD, "dumpcreds")})])
+def test_keyword_literal_counts_in_any_value_and_list_items(engine: str) -> None:
+    bucket = build_bucket(["k"], [frozenset({(ANY_FIELD, "dumpcreds")})], engine)
     assert bucket.candidates(EventView({"A": "1", "B": "x DumpCreds y"})) == [0]
     assert bucket.candidates(EventView({"A": ["x", "dumpcreds"], "B": None})) == [0]
     assert bucket.candidates(EventView({"A": "dump", "B": "creds"})) == []
 
 
-def test_field_literal_in_a_list_value() -> None:
-    bucket = build_bucket(["r"], [frozenset({("hashes", "md5=abc")})])
+def test_field_literal_in_a_list_value(engine: str) -> None:
+    bucket = build_bucket(["r"], [frozenset({("hashes", "md5=abc")})], engine)
     assert bucket.candidates(EventView({"Hashes": ["SHA1=00", "MD5=ABC"]})) == [0]
     assert bucket.candidates(EventView({"Hashes": ["SHA1=00"], "Other": "md5=abc"})) == []
 
 
-def test_one_literal_wanted_by_several_fields_and_keywords() -> None:
+def test_one_literal_wanted_by_several_fields_and_keywords(engine: str) -> None:
     bucket = build_bucket(
         ["image", "keyword", "commandline"],
         [
@@ -92,15 +119,16 @@ def test_one_literal_wanted_by_several_fields_and_keywords() -> None:
             frozenset({(ANY_FIELD, "evil")}),
             frozenset({("commandline", "evil")}),
         ],
+        engine,
     )
     assert bucket.candidates(EventView({"CommandLine": "evil"})) == [1, 2]
     assert bucket.candidates(EventView({"Image": "EVIL", "CommandLine": "good"})) == [0, 1]
-    assert bucket.automaton is not None and len(bucket.automaton) == 1
+    assert bucket.matcher is not None and len(bucket.payloads) == 1
 
 
-def test_bucket_without_literals_has_no_automaton() -> None:
+def test_bucket_without_literals_has_no_matcher() -> None:
     bucket = build_bucket(["a", "b"], [None, frozenset()])
-    assert bucket.automaton is None
+    assert bucket.matcher is None
     assert bucket.candidates(EventView({"A": "x"})) == [0, 1]
 
 
@@ -295,3 +323,20 @@ def test_view_later_name_wins_and_spaced_names_get_an_alias() -> None:
 def test_view_key() -> None:
     view = EventView({"Channel": "Security", "EventID": 4624})
     assert view.key() == ("security", "4624")
+
+
+@pytest.mark.skipif(hyperscan is None, reason="Hyperscan is not installed on this platform")
+def test_compiled_prefilters_are_cached_and_a_damaged_entry_is_rebuilt(tmp_path: Path) -> None:
+    literals = [frozenset({("commandline", "mimikatz")}), frozenset({(ANY_FIELD, "sekurlsa")})]
+    event = EventView({"CommandLine": "x MIMIKATZ", "Other": "sekurlsa::x"})
+    first = build_bucket(["a", "b"], literals, cache_dir=tmp_path)
+    entries = list((tmp_path / "prefilter").glob("*.hs"))
+    assert len(entries) == 1
+    assert first.candidates(event) == [0, 1]
+    # the same literals again: the entry is reused, not a second one written
+    assert build_bucket(["a", "b"], literals, cache_dir=tmp_path).candidates(event) == [0, 1]
+    assert list((tmp_path / "prefilter").glob("*.hs")) == entries
+    # a damaged entry (a disk error, another CPU) is compiled again and replaced
+    entries[0].write_bytes(b"not a database")
+    assert build_bucket(["a", "b"], literals, cache_dir=tmp_path).candidates(event) == [0, 1]
+    assert entries[0].read_bytes() != b"not a database"

@@ -8,23 +8,39 @@ Two stages, both derived generically from each rule's compiled tree:
 2. **Literal prefilter**: :func:`required_literals` gives, per rule, (field, literal)
    pairs one of which must occur in the event (AND: the most selective child; OR: the
    union; NOT, null: none; a regex: the literal run every match contains, when certain).
-   Per index key one Aho-Corasick automaton (pyahocorasick) over all those literals is
-   searched once per event over its lowercased values joined by ``"\\0"``; a field's
-   literal found there is then checked in that field. Rules without literals are always
-   evaluated.
+   Per index key one multi-literal matcher over all those literals is searched once per
+   event over its lowercased values joined by ``"\\0"``; a field's literal found there is
+   then checked in that field. Rules without literals are always evaluated.
+
+The matcher is Hyperscan (Intel's multi-pattern engine, the one Suricata uses; Python
+binding ``hyperscan``, BSD/MIT) where its wheel exists (x86-64), else pyahocorasick: the
+same literals, the same answers (a test runs both), Hyperscan ~5× faster on this search
+(bench/README.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ahocorasick
 
 from otasuke.detect.sigma.compile import ANY_FIELD, And, FieldMatch, Keyword, Node, Or
 from otasuke.detect.sigma.view import EventView
+
+hyperscan: Any
+try:  # x86-64 wheels only; elsewhere the pyahocorasick matcher does the same work
+    import hyperscan
+except ImportError:  # pragma: no cover - depends on the platform
+    hyperscan = None
 
 KEY_FIELDS = ("channel", "eventid")
 IndexKey = tuple[str | None, str | None]
@@ -97,7 +113,144 @@ def _selectivity(literals: Literals) -> tuple[int, int]:
 
 
 Payload = tuple[str, tuple[int, ...], tuple[tuple[str, tuple[int, ...]], ...]]
-"""An automaton word's payload: (literal, rules wanting it anywhere, ((field, rules), …))."""
+"""A literal's payload: (literal, rules wanting it anywhere, ((field, rules), …))."""
+
+
+class LiteralMatcher:
+    """Which of a fixed list of literals occur in a text: pyahocorasick (portable)."""
+
+    engine = "pyahocorasick"
+
+    def __init__(self, literals: Sequence[str]) -> None:
+        automaton = ahocorasick.Automaton()
+        for number, literal in enumerate(literals):
+            automaton.add_word(literal, number)
+        automaton.make_automaton()
+        self._automaton = automaton
+
+    def found(self, text: str) -> Iterable[int]:
+        """Numbers of the literals occurring in ``text`` (a number may repeat)."""
+        return [number for _end, number in self._automaton.iter(text)]
+
+
+class HyperscanMatcher(LiteralMatcher):
+    """The same answers as :class:`LiteralMatcher` from a Hyperscan literal database.
+
+    Hyperscan scans bytes: text and literals are UTF-8 (``surrogatepass``, so any Python
+    string goes), and a literal's bytes occur in the text's bytes exactly where the
+    literal occurs in the text. ``SINGLEMATCH`` reports each literal once. A scan needs a
+    scratch space no other scan uses at the same time: one per thread. The binding passes
+    literals as C strings, so a literal holding NUL (none in the shipped rules) is tested
+    with ``in`` instead.
+    """
+
+    engine = "hyperscan"
+
+    def __init__(self, literals: Sequence[str], cache_dir: Path | None = None) -> None:
+        assert hyperscan is not None
+        plain = [(n, literal) for n, literal in enumerate(literals) if "\0" not in literal]
+        self._with_nul = [(n, literal) for n, literal in enumerate(literals) if "\0" in literal]
+        self._database: Any = _hyperscan_database(plain, cache_dir) if plain else None
+        self._local = threading.local()
+
+    def found(self, text: str) -> Iterable[int]:
+        numbers: list[int] = []
+        database = self._database
+        if database is not None:
+            local = self._local
+            scratch = getattr(local, "scratch", None)
+            if scratch is None:
+                scratch = local.scratch = hyperscan.Scratch(database)
+            database.scan(
+                text.encode("utf-8", "surrogatepass"),
+                match_event_handler=_collector(numbers),
+                scratch=scratch,
+            )
+        for number, literal in self._with_nul:
+            if literal in text:
+                numbers.append(number)
+        return numbers
+
+
+PREFILTER_CACHE = "prefilter"
+"""Sub-folder of the rule cache holding compiled Hyperscan databases."""
+_STALE_SECONDS = 30 * 86400
+
+
+def _hyperscan_database(plain: Sequence[tuple[int, str]], cache_dir: Path | None) -> Any:
+    """The compiled database for these (number, literal) pairs, from the cache if there.
+
+    Compiling the largest bucket (Sysmon process creation, ~7,500 literals) takes ~0.2 s;
+    loading it ~1 ms. Entries are named by the SHA-256 of the literals and the Hyperscan
+    version (content-addressed: a rule change makes a new entry, never a wrong one); an
+    entry that does not load (another CPU, another version, damaged) is compiled again.
+    Entries unused for 30 days are removed when a new one is written.
+    """
+    assert hyperscan is not None
+    digest = hashlib.sha256(hyperscan.__version__.encode())
+    for number, literal in plain:
+        digest.update(f"{number}:{len(literal)}:".encode())
+        digest.update(literal.encode("utf-8", "surrogatepass"))
+    entry = cache_dir / PREFILTER_CACHE / f"{digest.hexdigest()}.hs" if cache_dir else None
+    if entry is not None and entry.is_file():
+        try:
+            database = hyperscan.loadb(entry.read_bytes(), hyperscan.HS_MODE_BLOCK)
+            os.utime(entry)  # recently used: not pruned
+            return database
+        except (OSError, hyperscan.error):
+            pass  # compiled again below and rewritten
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[literal.encode("utf-8", "surrogatepass") for _, literal in plain],
+        ids=[n for n, _ in plain],
+        elements=len(plain),
+        flags=hyperscan.HS_FLAG_SINGLEMATCH,
+        literal=True,
+    )
+    if entry is not None:
+        _store_entry(entry, hyperscan.dumpb(database))
+    return database
+
+
+def _store_entry(entry: Path, data: bytes) -> None:
+    """Write atomically (a reader never sees half a file); the cache is only an accelerator."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=entry.parent, delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, entry)
+        if entry.parent not in _PRUNED:  # once per process and folder
+            _PRUNED.add(entry.parent)
+            cutoff = time.time() - _STALE_SECONDS
+            for old in entry.parent.glob("*.hs"):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+_PRUNED: set[Path] = set()
+
+
+def _collector(numbers: list[int]) -> Callable[..., None]:
+    append = numbers.append
+
+    def on_match(number: int, _start: int, _end: int, _flags: int, _context: Any) -> None:
+        append(number)
+
+    return on_match
+
+
+def literal_matcher(
+    literals: Sequence[str], engine: str | None = None, cache_dir: Path | None = None
+) -> LiteralMatcher:
+    """The fastest matcher available (``engine``: force ``hyperscan`` or ``pyahocorasick``).
+
+    ``cache_dir``: the compiled-rule cache folder, where Hyperscan databases are kept.
+    """
+    if engine == "pyahocorasick" or (engine is None and hyperscan is None):
+        return LiteralMatcher(literals)
+    return HyperscanMatcher(literals, cache_dir)
 
 
 @dataclass(slots=True)
@@ -107,28 +260,28 @@ class Bucket:
     rules: Sequence[Any]
     always: tuple[int, ...]
     """Positions of rules evaluated on every event of this key."""
-    automaton: Any | None
-    """One Aho-Corasick automaton over every literal of the bucket (payload: :data:`Payload`),
-    searched once per event over :meth:`EventView.search_text`; None: no literals."""
+    matcher: LiteralMatcher | None
+    """One matcher over every literal of the bucket, searched once per event over
+    :meth:`EventView.search_text`; None: no literals."""
+    payloads: Sequence[Payload]
+    """Per literal number of :attr:`matcher`: who wants it (:data:`Payload`)."""
 
     def candidates(self, view: EventView) -> list[int]:
         """Positions (ascending) of the rules whose literals occur in the event.
 
-        The automaton runs once over all lowercased values joined by ``"\\0"``. A literal
+        The matcher runs once over all lowercased values joined by ``"\\0"``. A literal
         found there is in some value; keyword literals need no more, a field's literal is
         checked against that field's value (a plain substring test, only on a hit). A hit
         spanning two values is at worst a spurious candidate, never a missed one.
         """
-        automaton = self.automaton
-        if automaton is None:
+        matcher = self.matcher
+        if matcher is None:
             return list(self.always)
         hits: set[int] = set(self.always)
         lower = view.lower
-        seen: set[str] = set()
-        for _end, (literal, anywhere, fields) in automaton.iter(view.search_text()):
-            if literal in seen:
-                continue
-            seen.add(literal)
+        payloads = self.payloads
+        for number in set(matcher.found(view.search_text())):
+            literal, anywhere, fields = payloads[number]
             if anywhere:
                 hits.update(anywhere)
             for field, positions in fields:
@@ -146,7 +299,12 @@ class Bucket:
         return sorted(hits)
 
 
-def build_bucket(rules: Sequence[Any], literals: Sequence[Literals | None]) -> Bucket:
+def build_bucket(
+    rules: Sequence[Any],
+    literals: Sequence[Literals | None],
+    engine: str | None = None,
+    cache_dir: Path | None = None,
+) -> Bucket:
     """A bucket over ``rules`` (in order) whose literal sets are ``literals``."""
     always: list[int] = []
     words: dict[str, dict[str, set[int]]] = {}
@@ -156,13 +314,11 @@ def build_bucket(rules: Sequence[Any], literals: Sequence[Literals | None]) -> B
             continue
         for field, literal in rule_literals:
             words.setdefault(literal, {}).setdefault(field, set()).add(position)
-    automaton: Any | None = None
-    if words:
-        automaton = ahocorasick.Automaton()
-        for literal, by_field in words.items():
-            anywhere = tuple(sorted(by_field.pop(ANY_FIELD, ())))
-            fields = tuple((f, tuple(sorted(p))) for f, p in sorted(by_field.items()))
-            payload: Payload = (literal, anywhere, fields)
-            automaton.add_word(literal, payload)
-        automaton.make_automaton()
-    return Bucket(rules=rules, always=tuple(always), automaton=automaton)
+    payloads: list[Payload] = []
+    for literal, by_field in sorted(words.items()):  # stable numbers: the cache key
+        anywhere = tuple(by_field.pop(ANY_FIELD, ()))
+        fields = tuple((f, tuple(p)) for f, p in by_field.items())
+        payloads.append((literal, anywhere, fields))
+    literals_in_order = [payload[0] for payload in payloads]
+    matcher = literal_matcher(literals_in_order, engine, cache_dir) if words else None
+    return Bucket(rules=rules, always=tuple(always), matcher=matcher, payloads=payloads)
