@@ -284,7 +284,7 @@ def _field_match(name: str, tests: tuple[ValueTest, ...]) -> Predicate:
         lower_test = plain_test
 
         def match_lower(view: EventView) -> bool:
-            value = view.lower.get(name)
+            value = view.lower[name]
             if type(value) is str:
                 return lower_test(value)
             return on_value(value, lower_test)
@@ -292,7 +292,7 @@ def _field_match(name: str, tests: tuple[ValueTest, ...]) -> Predicate:
         return match_lower
 
     def match_both(view: EventView) -> bool:
-        if plain_test is not None and on_value(view.lower.get(name), plain_test):
+        if plain_test is not None and on_value(view.lower[name], plain_test):
             return True
         return cased_test is not None and on_value(view.original.get(name), cased_test)
 
@@ -314,8 +314,8 @@ def _field_null(name: str) -> Predicate:
 
 def _field_ref(node: FieldRef) -> Predicate:
     def refers(view: EventView) -> bool:
-        value = view.lower.get(node.field)
-        other = view.lower.get(node.other)
+        value = view.lower[node.field]
+        other = view.lower[node.other]
         if type(value) is not str or type(other) is not str:
             return False
         if node.starts_with:

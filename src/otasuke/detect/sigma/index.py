@@ -285,7 +285,7 @@ class Bucket:
             if anywhere:
                 hits.update(anywhere)
             for field, positions in fields:
-                value = lower.get(field)
+                value = lower[field]
                 if value is None:
                     continue
                 if type(value) is str:

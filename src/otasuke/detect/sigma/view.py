@@ -61,6 +61,37 @@ def _scalar_text(value: Any) -> str | None:
     return str(value)
 
 
+class Lowered(dict[str, Text]):
+    """An event's values lowercased, each made when a rule first looks at that field.
+
+    Most of an event's ~26 fields are never looked at by a rule (the prefilter has
+    already searched the whole event), so lowercasing them all up front was wasted work.
+    Read it with ``lowered[name]``: a missing field is ``None``. ``get`` answers the same.
+    """
+
+    __slots__ = ("_original",)
+
+    def __init__(self, original: dict[str, Text]) -> None:
+        super().__init__()
+        self._original = original
+
+    def __missing__(self, name: str) -> Text:
+        value = self._original.get(name)
+        folded: Text
+        if type(value) is str:
+            folded = value.lower()
+        elif value is None:
+            folded = None
+        else:
+            folded = [item.lower() for item in value]
+        self[name] = folded
+        return folded
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self[name]
+        return default if value is None else value
+
+
 class EventView:
     """One event's fields keyed by lowercased name, as strings and lowercased strings."""
 
@@ -68,35 +99,25 @@ class EventView:
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         original: dict[str, Text] = {}
-        lower: dict[str, Text] = {}
-        scalar = True  # every value a string: the dicts' values are the value lists
+        scalar = True  # every value a string: the dict's values are the value list
         for key, value in fields.items():
             name = key.lower()
             kind = type(value)
             if kind is str:
                 original[name] = value
-                lower[name] = value.lower()
             elif kind is int:
-                original[name] = lower[name] = str(value)
+                original[name] = str(value)
             else:
                 text = text_of(value)
-                if type(text) is str:
-                    folded: Text = text.lower()
-                elif text is None:
-                    folded = None
-                    scalar = False
-                else:
-                    folded = [item.lower() for item in text]
+                if type(text) is not str:
                     scalar = False
                 original[name] = text
-                lower[name] = folded
             if " " in name:
                 joined = name.replace(" ", "")
                 if joined not in fields:
                     original.setdefault(joined, original[name])
-                    lower.setdefault(joined, lower[name])
         self.original = original
-        self.lower = lower
+        self.lower = Lowered(original)
         self._scalar = scalar
         self._all_lower: list[str] | None = None
         self._all_original: list[str] | None = None
@@ -106,7 +127,11 @@ class EventView:
         """Every value of every field (for keyword searches), flattened."""
         cache = self._all_original if cased else self._all_lower
         if cache is None:
-            values = (self.original if cased else self.lower).values()
+            if not cased:
+                cache = [value.lower() for value in self.all_values(cased=True)]
+                self._all_lower = cache
+                return cache
+            values = self.original.values()
             if self._scalar:
                 cache = list(values)  # type: ignore[arg-type]  # all str when scalar
             else:
@@ -116,28 +141,29 @@ class EventView:
                         cache.append(value)
                     elif value is not None:
                         cache.extend(value)
-            if cased:
-                self._all_original = cache
-            else:
-                self._all_lower = cache
+            self._all_original = cache
         return cache
 
     def search_text(self) -> str:
         """Every lowercased value joined by ``"\\0"``: what the literal prefilter searches."""
         text = self._search_text
         if text is None:
+            # One lowercasing of the joined text equals the joined lowercased values:
+            # str.lower maps characters alone except final sigma, which looks only at
+            # cased neighbours, and "\0" is not one.
             if self._scalar:
-                values: Any = self.lower.values()  # all str when scalar
-                text = "\0".join(values)
+                values: Any = self.original.values()  # all str when scalar
+                text = "\0".join(values).lower()
             else:
-                text = "\0".join(self.all_values(cased=False))
+                text = "\0".join(self.all_values(cased=True)).lower()
             self._search_text = text
         return text
 
     def key(self) -> tuple[str | None, str | None]:
         """(Channel, EventID), lowercased: the rule index key."""
-        channel = self.lower.get("channel")
-        event_id = self.lower.get("eventid")
+        lower = self.lower
+        channel = lower["channel"]
+        event_id = lower["eventid"]
         return (
             channel if type(channel) is str else None,
             event_id if type(event_id) is str else None,
