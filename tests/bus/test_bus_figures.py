@@ -32,11 +32,14 @@ from otasuke.cli_commands.status import status_command
 from otasuke.db.engine import Database
 from otasuke.demo.seed import seed_demo
 from otasuke.i18n import language
+from otasuke.ingest.receivers.publish import start_publisher
+from otasuke.ingest.receivers.syslog import SyslogConfig, start_syslog
 from otasuke.ingest.spool import Spool
-from otasuke.metrics import Metrics, spool_backlog_bytes
+from otasuke.metrics import Metrics, render_metrics, spool_backlog_bytes
 from otasuke.settings import Settings, get_settings
 from otasuke.web.api import metrics as metrics_api
 from otasuke.web.app import create_app
+from tests.conftest import wait_for
 
 N, K = 7, 3
 cli = typer.Typer()
@@ -205,3 +208,41 @@ def test_settings_feed_the_bus_config() -> None:
     settings = Settings(bus_url="nats://a:4222, nats://b:4222", bus_durable="w")
     config = BusConfig.from_settings(settings)
     assert config.servers == ("nats://a:4222", "nats://b:4222") and config.durable == "w"
+
+
+def test_syslog_to_nats_backlog_then_lag(
+    bus_config: BusConfig, settings: Settings, sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Receivers in bus mode: the spool depth is what the publisher has not yet sent,
+    read from the cursor file it moves (the drain does not run); once published, it is lag."""
+    config = SyslogConfig(spool_dir=tmp_path / "spool", tcp_port=0, udp_port=None, drain=False)
+    handle = start_syslog(settings, sqlite_db, config)
+    mine = Metrics()
+    mine.watch_syslog(handle)
+    publisher = None
+    try:
+        assert handle.tcp_port is not None
+        with socket.create_connection(("127.0.0.1", handle.tcp_port), timeout=10) as sock:
+            sock.sendall(
+                b"<13>Nov 24 10:00:00 nas01 app: one\n<13>Nov 24 10:00:01 nas01 app: two\n"
+            )
+        waiting = wait_for(lambda: spool_backlog_bytes(config.spool_dir) or None, timeout=10)
+        assert mine.snapshot()["spool_depth_bytes"] == waiting > 0
+        asyncio.run(publish(bus_config, 0))  # the workers' stream and consumer exist
+        publisher = start_publisher(handle.spool, bus_config)
+        wait_for(lambda: spool_backlog_bytes(config.spool_dir) == 0, timeout=15)
+        figures = asyncio.run(read_figures(bus_config))
+        got = samples(render_metrics(sqlite_db, mine, spool_dir=config.spool_dir, bus=figures))
+    finally:
+        if publisher is not None:
+            publisher.stop()
+        mine.unwatch_syslog(handle)
+        handle.stop()
+    consumer = (("consumer", bus_config.durable), ("stream", bus_config.stream))
+    assert got[("otasuke_spool_depth_bytes", ())] == 0
+    assert got[("otasuke_bus_unpublished_bytes", ())] == 0
+    assert got[("otasuke_bus_up", ())] == 1
+    sent = publisher.publisher.stats.messages
+    assert publisher.publisher.stats.records == 2 and sent >= 1
+    assert got[("otasuke_bus_stream_messages", (("stream", bus_config.stream),))] == sent
+    assert got[("otasuke_bus_consumer_pending", consumer)] == sent  # no worker took them
