@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
@@ -44,6 +44,9 @@ from otasuke.db.engine import Database
 from otasuke.db.models import Alert, Incident, Notification, QuarantinedRecord, StoredEvent
 from otasuke.health import sensor_states, silent_count
 from otasuke.standard.incident import Severity
+
+if TYPE_CHECKING:
+    from otasuke.bus.jetstream import BusFigures
 
 LATENCY_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0)
 """Seconds; REQ-MON-60MIN is the 3600 bucket, the issue's target (p99 ≤ 10 s) the first."""
@@ -114,7 +117,11 @@ class Metrics(Collector):
             shed["udp"] = shed.get("udp", 0) + int(st.udp_shed)
             deduplicated += int(h.drain.stats.duplicates)
             damaged += int(h.drain.stats.damaged_records)
-            depth = (depth or 0) + int(h.drain.backlog_bytes())
+            if getattr(getattr(h, "config", None), "drain", True):
+                depth = (depth or 0) + int(h.drain.backlog_bytes())
+            elif (spool := getattr(h, "spool", None)) is not None:
+                # bus mode: the publisher, not this drain, moves the spool's cursor file
+                depth = (depth or 0) + int(spool_backlog_bytes(spool.directory) or 0)
         return {
             "received": received,
             "shed": shed,
@@ -368,6 +375,62 @@ class _SpoolDirCollector(Collector):
             )
 
 
+class BusCollector(Collector):
+    """JetStream figures read at this scrape (:func:`otasuke.bus.jetstream.read_figures`)
+    and the spool bytes the publisher has not yet had acknowledged."""
+
+    def __init__(self, figures: BusFigures, unpublished_bytes: int | None) -> None:
+        self.figures = figures
+        self.unpublished_bytes = unpublished_bytes
+
+    def collect(self) -> Iterable[Metric]:
+        f = self.figures
+        yield GaugeMetricFamily(
+            "otasuke_bus_up",
+            "1 when the NATS JetStream server answered this scrape, 0 when it could not be asked.",
+            value=1 if f.up else 0,
+        )
+        if self.unpublished_bytes is not None:
+            yield GaugeMetricFamily(
+                "otasuke_bus_unpublished_bytes",
+                "Spool bytes not yet acknowledged by JetStream (the publisher's backlog).",
+                value=self.unpublished_bytes,
+            )
+        if f.stream_exists:
+            for name, help_text, value in (
+                (
+                    "otasuke_bus_stream_messages",
+                    "Messages in the ingest stream.",
+                    f.stream_messages,
+                ),
+                ("otasuke_bus_stream_bytes", "Bytes in the ingest stream.", f.stream_bytes),
+            ):
+                family = GaugeMetricFamily(name, help_text, labels=["stream"])
+                family.add_metric([f.stream], value)
+                yield family
+        if f.consumer_exists:
+            for name, help_text, value in (
+                (
+                    "otasuke_bus_consumer_pending",
+                    "Consumer lag: messages not yet delivered to any worker.",
+                    f.consumer_pending,
+                ),
+                (
+                    "otasuke_bus_consumer_ack_pending",
+                    "Messages delivered to a worker and not yet acknowledged.",
+                    f.consumer_ack_pending,
+                ),
+                (
+                    "otasuke_bus_consumer_redelivered",
+                    "Messages delivered more than once and still unacknowledged.",
+                    f.consumer_redelivered,
+                ),
+            ):
+                family = GaugeMetricFamily(name, help_text, labels=["stream", "consumer"])
+                family.add_metric([f.stream, f.consumer], value)
+                yield family
+
+
 def spool_backlog_bytes(spool_dir: Path) -> int | None:
     """Spool bytes past the drain's cursor, read without opening the spool (None: no spool).
 
@@ -402,10 +465,13 @@ def render_metrics(
     worker: Any = None,
     spool_dir: Path | None = None,
     now: datetime | None = None,
+    bus: BusFigures | None = None,
 ) -> bytes:
     """The Prometheus text exposition of every figure (a fresh registry per scrape).
 
     ``spool_dir`` is read for the spool depth only when no syslog handle is watched.
+    ``bus`` (figures read from JetStream for this scrape) adds the ``otasuke_bus_*``
+    gauges; the unpublished backlog is what lies past the cursor in ``spool_dir``.
     """
     metrics = metrics or METRICS
     registry = CollectorRegistry(auto_describe=False)
@@ -414,4 +480,7 @@ def render_metrics(
     registry.register(_WorkerCollector(worker))
     if spool_dir is not None and metrics.snapshot()["spool_depth_bytes"] is None:
         registry.register(_SpoolDirCollector(spool_dir))
+    if bus is not None:
+        unpublished = spool_backlog_bytes(spool_dir) if spool_dir is not None else None
+        registry.register(BusCollector(bus, unpublished))
     return generate_latest(registry)

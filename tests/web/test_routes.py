@@ -38,6 +38,7 @@ SCOPED: dict[str, set[Role]] = {
     "/console": STAFF,
     "/console/customers": READERS,
     "/console/customers/{slug}": READERS,
+    "/console/customers/{slug}/events": READERS,
     "/console/incidents": READERS,
     "/console/incidents/rows": READERS,
     "/console/incidents/{incident_id}": READERS,

@@ -27,6 +27,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -243,3 +244,103 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 def with_overrides(config: BusConfig, **changes: Any) -> BusConfig:
     """A copy of ``config`` with some fields changed (command-line options)."""
     return replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+# --- read-only figures for /metrics and `otasuke status` ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BusFigures:
+    """What JetStream says now of the ingest stream and the workers' durable consumer.
+
+    ``consumer_pending`` is the lag: messages in the stream not yet delivered to any
+    worker; ``consumer_ack_pending`` are delivered but not yet acknowledged (a worker
+    is storing them, or died and they come again after ``ack_wait``).
+    """
+
+    up: bool
+    error: str | None = None
+    """Why the server could not be asked (when ``up`` is False)."""
+    stream: str = ""
+    consumer: str = ""
+    stream_exists: bool = False
+    stream_messages: int = 0
+    stream_bytes: int = 0
+    consumer_exists: bool = False
+    consumer_pending: int = 0
+    consumer_ack_pending: int = 0
+    consumer_redelivered: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "up": self.up,
+            "error": self.error,
+            "stream": self.stream,
+            "consumer": self.consumer,
+            "stream_exists": self.stream_exists,
+            "stream_messages": self.stream_messages,
+            "stream_bytes": self.stream_bytes,
+            "consumer_exists": self.consumer_exists,
+            "consumer_pending": self.consumer_pending,
+            "consumer_ack_pending": self.consumer_ack_pending,
+            "consumer_redelivered": self.consumer_redelivered,
+        }
+
+
+async def _ask(config: BusConfig, timeout: float) -> BusFigures:
+    async def quiet(err: Exception) -> None:
+        log.debug("nats (figures): %s", err)
+
+    nc = await nats.connect(
+        servers=list(config.servers),
+        connect_timeout=timeout,
+        # one try per server: 0 would mean "forever" to nats-py's first connect
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        error_cb=quiet,
+    )
+    try:
+        js = nc.jetstream(timeout=timeout)
+        known = replace(BusFigures(up=True), stream=config.stream, consumer=config.durable)
+        try:
+            stream = await js.stream_info(config.stream)
+        except NotFoundError:
+            return known
+        state = stream.state
+        try:
+            consumer = await js.consumer_info(config.stream, config.durable)
+        except NotFoundError:
+            return replace(
+                known,
+                stream_exists=True,
+                stream_messages=int(state.messages),
+                stream_bytes=int(state.bytes),
+            )
+        return replace(
+            known,
+            stream_exists=True,
+            stream_messages=int(state.messages),
+            stream_bytes=int(state.bytes),
+            consumer_exists=True,
+            consumer_pending=int(consumer.num_pending or 0),
+            consumer_ack_pending=int(consumer.num_ack_pending or 0),
+            consumer_redelivered=int(consumer.num_redelivered or 0),
+        )
+    finally:
+        await nc.close()
+
+
+async def read_figures(config: BusConfig, timeout: float | None = None) -> BusFigures:
+    """Stream and consumer figures, asked within ``timeout`` seconds (default: the connect
+    timeout); never raises: an unreachable or silent server gives ``up=False`` and why."""
+    limit = timeout if timeout is not None else config.connect_timeout_seconds
+    try:
+        return await asyncio.wait_for(_ask(config, limit), limit + 0.5)
+    except (TimeoutError, OSError, NatsError) as exc:
+        reason = str(exc) or exc.__class__.__name__
+        return BusFigures(up=False, error=reason, stream=config.stream, consumer=config.durable)
+
+
+def bus_figures(config: BusConfig, timeout: float | None = None) -> BusFigures:
+    """:func:`read_figures` for code without an event loop (``otasuke status``)."""
+    return asyncio.run(read_figures(config, timeout))

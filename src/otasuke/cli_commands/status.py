@@ -3,7 +3,9 @@
 Per customer: every sensor with its state (正常 / ログが届いていません), the events
 received today (Japan time), events waiting for detection, quarantined records
 and open incidents by severity; for the whole service: the detection backlog and
-the spool backlog (when a spool folder exists).
+the spool backlog (when a spool folder exists). With a bus (``bus_url``): whether
+NATS answers (「NATS に接続できません」 when not), the stream's messages, the workers'
+consumer lag and unacknowledged messages, and the spool bytes not yet published.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from otasuke.bus.jetstream import BusConfig, bus_figures
 from otasuke.cli_commands import OutputFormat, fail, open_database, out
 from otasuke.db.models import Incident, Organization, QuarantinedRecord, StoredEvent
 from otasuke.errors import NotFound
@@ -105,7 +108,50 @@ def status_data(customer: str | None, now: datetime) -> dict[str, Any]:
         "sensors_silent": figures.sensors_silent,
         "notify_overdue": figures.notify_overdue,
         "spool_backlog_bytes": spool_backlog_bytes(Path(spool_dir)),
+        "bus": bus_status(settings),
     }
+
+
+def bus_status(settings: Any) -> dict[str, Any] | None:
+    """JetStream's figures when a bus is configured (None without one); never fails."""
+    if not getattr(settings, "bus_url", None):
+        return None
+    config = BusConfig.from_settings(settings)
+    data = bus_figures(config).to_dict()
+    data["servers"] = list(config.servers)
+    return data
+
+
+def print_bus(table: Table, bus: dict[str, Any], spool_bytes: int | None) -> None:
+    """NATS rows of the summary: reachable or not, stream size, consumer lag, unpublished."""
+    servers = ", ".join(bus["servers"])
+    if not bus["up"]:
+        table.add_row("NATS", f"[bold red]{_('Cannot connect to NATS')}[/] ({servers})")
+        table.add_row("", str(bus["error"]))
+    else:
+        table.add_row("NATS", f"[green]{_('Connected')}[/] ({servers})")
+        if bus["stream_exists"]:
+            table.add_row(
+                _("Messages in the stream {stream}").format(stream=bus["stream"]),
+                _("{messages} ({size} bytes)").format(
+                    messages=bus["stream_messages"], size=bus["stream_bytes"]
+                ),
+            )
+        else:
+            table.add_row(_("Stream {stream}").format(stream=bus["stream"]), _("not created yet"))
+        if bus["consumer_exists"]:
+            lag = bus["consumer_pending"]
+            table.add_row(
+                _("Consumer lag (not yet delivered to a worker)"),
+                f"[yellow]{lag}[/]" if lag else "0",
+            )
+            table.add_row(_("Delivered, not yet acknowledged"), str(bus["consumer_ack_pending"]))
+        else:
+            table.add_row(
+                _("Consumer {consumer}").format(consumer=bus["consumer"]), _("not created yet")
+            )
+    if spool_bytes is not None:
+        table.add_row(_("Not yet published to NATS"), _("{size} bytes").format(size=spool_bytes))
 
 
 def _state_text(state: str) -> str:
@@ -129,10 +175,12 @@ def print_status(data: dict[str, Any]) -> None:
         _("Oldest waiting event"),
         _("{seconds} s").format(seconds=data["pending_oldest_seconds"]),
     )
-    if data["spool_backlog_bytes"] is not None:
+    if data["spool_backlog_bytes"] is not None and data.get("bus") is None:
         summary.add_row(
             _("Spool backlog"), _("{size} bytes").format(size=data["spool_backlog_bytes"])
         )
+    if data.get("bus") is not None:
+        print_bus(summary, data["bus"], data["spool_backlog_bytes"])
     silent = data["sensors_silent"]
     summary.add_row(_("Silent sensors"), f"[bold red]{silent}[/]" if silent else "0")
     overdue = data["notify_overdue"]

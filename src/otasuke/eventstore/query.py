@@ -30,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from otasuke.eventstore.layout import EventStoreError
+from otasuke.i18n import _
 
 JST = ZoneInfo("Asia/Tokyo")
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.@-]{0,127}")
@@ -72,7 +73,9 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
             return "".join(out), i + 1
         out.append(ch)
         i += 1
-    raise EventStoreError("a quote is not closed", field="query", hint='write "…" around a phrase')
+    raise EventStoreError(
+        _('a quote (") is not closed'), field="query", hint=_('write "…" around a phrase')
+    )
 
 
 def _bare(text: str, start: int) -> tuple[str, int]:
@@ -106,7 +109,7 @@ def tokenize(text: str) -> list[Token]:
             value, i = _bare(text, i)
             tokens.append(Token("word", value))
     if len(tokens) > MAX_TERMS:
-        raise EventStoreError(f"at most {MAX_TERMS} terms", field="query")
+        raise EventStoreError(_("a query has at most {n} terms").format(n=MAX_TERMS), field="query")
     return tokens
 
 
@@ -116,7 +119,9 @@ def parse_time(value: str) -> datetime:
         t = datetime.fromisoformat(value)
     except ValueError:
         raise EventStoreError(
-            f"{value!r} is not a date or time", field="query", hint="2026-11-24T09:00"
+            _("{value} is not a date or time").format(value=repr(value)),
+            field="query",
+            hint="2026-11-24T09:00",
         ) from None
     return t if t.tzinfo is not None else t.replace(tzinfo=JST)
 
@@ -140,7 +145,7 @@ class _Parser:
     def parse(self) -> str:
         sql = self.or_expr()
         if self.peek() is not None:
-            raise EventStoreError("a ')' has no '('", field="query")
+            raise EventStoreError(_("a ')' has no '('"), field="query")
         return sql
 
     def or_expr(self) -> str:
@@ -159,18 +164,18 @@ class _Parser:
     def unary(self) -> str:
         t = self.peek()
         if t is None:
-            raise EventStoreError("the query ends too early", field="query")
+            raise EventStoreError(_("the query ends too early"), field="query")
         if self.keyword("NOT"):
             return f"(NOT {self.unary()})"
         self.i += 1
         if t.kind == "(":
             inner = self.or_expr()
             if (close := self.peek()) is None or close.kind != ")":
-                raise EventStoreError("a '(' is not closed", field="query")
+                raise EventStoreError(_("a '(' is not closed"), field="query")
             self.i += 1
             return inner
         if t.kind == ")":
-            raise EventStoreError("a ')' has no '('", field="query")
+            raise EventStoreError(_("a ')' has no '('"), field="query")
         if t.kind == "cmp":
             return self.comparison(t)
         if t.kind == "word" and len(t.text) > 1 and t.text[0] == "-" and t.text[1] != "-":
@@ -207,7 +212,9 @@ class _Parser:
                 return name, int(text)
             except ValueError:
                 raise EventStoreError(
-                    f"{name} is a number, not {text!r}", field="query", hint=f"{name}=12"
+                    _("{name} is a number, not {value}").format(name=name, value=repr(text)),
+                    field="query",
+                    hint=f"{name}=12",
                 ) from None
         if name in TEXT_COLUMNS:
             return name, text

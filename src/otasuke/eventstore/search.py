@@ -24,6 +24,7 @@ import duckdb
 from otasuke.eventstore.layout import EventStoreError, customer_dir, partitions
 from otasuke.eventstore.query import JST, compile_query
 from otasuke.eventstore.writer import COLUMNS
+from otasuke.i18n import _
 
 MAX_LIMIT = 10_000
 SHOWN = ("observed_at", "host", "source_format", "sensor_id", "event_uid", "fields", "raw")
@@ -84,6 +85,31 @@ def connect(folder: Path, files: list[Path]) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _where(query: str, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+    """The compiled query and the time window as one WHERE clause with its parameters."""
+    where = compile_query(query)
+    sql = f"({where.sql})"
+    params: list[Any] = list(where.params)
+    if since is not None:
+        sql += " AND observed_at >= ?"
+        params.append(since)
+    if until is not None:
+        sql += " AND observed_at < ?"
+        params.append(until)
+    return sql, params
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> duckdb.DuckDBPyConnection:
+    try:
+        return con.execute(sql, params)
+    except duckdb.Error as err:
+        raise EventStoreError(
+            _("the search could not run: {error}").format(error=err),
+            field="query",
+            hint=_("see otasuke search --help"),
+        ) from None
+
+
 def search_events(
     root: Path,
     slug: str,
@@ -95,30 +121,18 @@ def search_events(
 ) -> SearchResult:
     """Events of the customer ``slug`` matching ``query``, newest first (at most ``limit``)."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise EventStoreError(f"limit must be 1 to {MAX_LIMIT}", field="limit")
-    where = compile_query(query)
+        raise EventStoreError(_("limit must be 1 to {most}").format(most=MAX_LIMIT), field="limit")
+    where, params = _where(query, since, until)
     folder = customer_dir(root, slug)
     files = _files(root, slug, since, until)
     if not files:
         return SearchResult(COLUMNS, [], 0)
-    sql = f"SELECT {', '.join(COLUMNS)} FROM events WHERE ({where.sql})"
-    params: list[Any] = list(where.params)
-    if since is not None:
-        sql += " AND observed_at >= ?"
-        params.append(since)
-    if until is not None:
-        sql += " AND observed_at < ?"
-        params.append(until)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM events WHERE {where}"
     sql += " ORDER BY observed_at DESC, event_uid LIMIT ?"
     params.append(limit)
     con = connect(folder, files)
     try:
-        try:
-            cursor = con.execute(sql, params)
-        except duckdb.Error as err:
-            raise EventStoreError(
-                f"the search could not run: {err}", field="query", hint="see otasuke search --help"
-            ) from None
+        cursor = _run(con, sql, params)
         names = tuple(d[0] for d in cursor.description or ())
         rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     finally:
@@ -128,6 +142,62 @@ def search_events(
             if isinstance(row.get(key), datetime):
                 row[key] = row[key].astimezone(UTC)
     return SearchResult(names, rows, len(files))
+
+
+@dataclass(frozen=True, slots=True)
+class HitCounts:
+    """How many events match, and how many per hour or per Japanese day (oldest first)."""
+
+    total: int
+    bucket_seconds: int
+    """3600 (per hour) or 86400 (per day, days starting at 00:00 Japan time)."""
+    buckets: list[tuple[datetime, int]]
+    """Start of each bucket that has hits (UTC) and its count."""
+
+
+HOUR, DAY = 3600, 86400
+HOURLY_UP_TO = timedelta(days=2)
+"""Hits spread over at most this long are counted per hour, longer spans per day."""
+JST_OFFSET = 9 * 3600
+
+
+def count_hits(
+    root: Path,
+    slug: str,
+    query: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> HitCounts:
+    """All events of ``slug`` matching ``query`` counted, over time (for a chart beside
+    :func:`search_events`, which shows at most ``limit`` of them)."""
+    where, params = _where(query, since, until)
+    folder = customer_dir(root, slug)
+    files = _files(root, slug, since, until)
+    if not files:
+        return HitCounts(0, HOUR, [])
+    con = connect(folder, files)
+    try:
+        total, first, last = _run(
+            con,
+            f"SELECT count(*), min(epoch(observed_at)), max(epoch(observed_at))"
+            f" FROM events WHERE {where}",
+            params,
+        ).fetchall()[0]
+        if not total:
+            return HitCounts(0, HOUR, [])
+        size = HOUR if last - first <= HOURLY_UP_TO.total_seconds() else DAY
+        # Whole seconds since the epoch, shifted to Japan time, cut into buckets.
+        bucket = f"floor((epoch(observed_at) + {JST_OFFSET}) / {size})"
+        rows = _run(
+            con,
+            f"SELECT {bucket} AS b, count(*) FROM events WHERE {where} GROUP BY b ORDER BY b",
+            params,
+        ).fetchall()
+    finally:
+        con.close()
+    buckets = [(datetime.fromtimestamp(int(b) * size - JST_OFFSET, UTC), int(n)) for b, n in rows]
+    return HitCounts(int(total), size, buckets)
 
 
 def day_range(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:

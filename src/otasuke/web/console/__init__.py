@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from otasuke.tenancy.roles import Permission, Role
 from otasuke.tenancy.scope import list_customers, list_incidents
-from otasuke.web.console import customers, incidents, records, tuning
+from otasuke.web.console import customers, events, incidents, records, tuning
 from otasuke.web.deps import DbSession, StaffUser, check_csrf
 from otasuke.web.render import render
 
@@ -45,6 +45,7 @@ def console_home(request: Request, s: DbSession, user: StaffUser) -> Response:
 
 
 router.include_router(customers.router)
+router.include_router(events.router)
 router.include_router(incidents.router)
 router.include_router(records.router)
 router.include_router(tuning.router)
