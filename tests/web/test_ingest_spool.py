@@ -230,3 +230,16 @@ def test_without_the_lifespan_ingest_is_503(sqlite_db: Database, settings: Setti
         "/api/v1/ingest", content=fortigate(1), headers={"Authorization": f"Bearer {tokens[UTM]}"}
     )
     assert r.status_code == 503 and r.json()["hint"]
+
+
+def test_a_spool_that_cannot_be_written_acknowledges_nothing(rig: Rig) -> None:
+    rig.drain.spool.close()  # as if its disk were gone
+    status, answer = rig.post(fortigate(1, "never"))
+    assert status == 503 and "spool could not be written" in str(answer["error"])
+    assert "again" in str(answer["hint"])
+    r = rig.client.post(
+        "/api/v1/_bulk",
+        content=b'{"index": {}}\n{"message": "x"}\n',
+        headers={"Authorization": f"Bearer {rig.tokens[WINDOWS]}"},
+    )
+    assert r.status_code == 503

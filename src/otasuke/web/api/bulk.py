@@ -53,10 +53,18 @@ from otasuke.errors import ParseError
 from otasuke.ingest.envelope import Envelope
 from otasuke.ingest.parsers.winjson import windows_shape
 from otasuke.ingest.receivers.drain import envelope_record
+from otasuke.ingest.spool import SpoolError
 from otasuke.ingest.store import LineError, Source
 from otasuke.settings import Settings
 from otasuke.tenancy.auth import hash_token
-from otasuke.web.api.ingest import Checked, admit, ingest_spool, keep_and_spool, spool_missing
+from otasuke.web.api.ingest import (
+    Checked,
+    admit,
+    ingest_spool,
+    keep_and_spool,
+    spool_failed,
+    spool_missing,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -302,6 +310,8 @@ async def _bulk(request: Request, default_index: str | None) -> Response:
         checked = check_items(source.sensor_id, items)
         await run_in_threadpool(keep_and_spool, db, spool, source, "POST /api/v1/_bulk", checked)
         accepted, spooled_bytes = len(checked.records), checked.spooled_bytes
+    except (OSError, SpoolError) as err:
+        return spool_failed(err)
     finally:
         admission.done(len(items), accepted, spooled_bytes)
     counters = getattr(request.app.state, "metrics", None) or metrics.METRICS

@@ -35,6 +35,7 @@ counted in ``otasuke_events_shed_total{transport="http"}``. A batch larger than
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request
@@ -52,12 +53,14 @@ from otasuke.ingest.backpressure import (
 )
 from otasuke.ingest.envelope import parse_envelope
 from otasuke.ingest.receivers.drain import IngestSpool, envelope_record
+from otasuke.ingest.spool import SpoolError
 from otasuke.ingest.store import LineError, Source, quarantine
 from otasuke.pipeline import pending_count
 from otasuke.settings import Settings
 from otasuke.tenancy.auth import hash_token
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
+log = logging.getLogger(__name__)
 
 
 def _unauthorized(detail: str) -> JSONResponse:
@@ -93,6 +96,21 @@ def ingest_spool(request: Request) -> IngestSpool | None:
     """The spool the app appends to (None when the app's lifespan has not opened it)."""
     spool: IngestSpool | None = getattr(request.app.state, "ingest_spool", None)
     return spool
+
+
+def spool_failed(err: Exception) -> JSONResponse:
+    """The spool could not be written (disk full or gone): nothing of the batch is acknowledged."""
+    log.error("ingest: spool append failed: %s", err)
+    return JSONResponse(
+        {
+            "error": f"the spool could not be written: {err}",
+            "field": "server",
+            "hint": "nothing of this batch was acknowledged: send it again later "
+            "(operators: check the disk of the data folder)",
+        },
+        status_code=503,
+        headers={"Retry-After": "30"},
+    )
 
 
 def spool_missing() -> JSONResponse:
@@ -225,6 +243,8 @@ async def ingest(request: Request) -> JSONResponse:
         checked = check_lines("http", source.sensor_id, bytes(body))
         await run_in_threadpool(keep_and_spool, db, spool, source, "POST /api/v1/ingest", checked)
         accepted, spooled_bytes = len(checked.records), checked.spooled_bytes
+    except (OSError, SpoolError) as err:
+        return spool_failed(err)
     finally:
         admission.done(events, accepted, spooled_bytes)
     counters = getattr(request.app.state, "metrics", None) or metrics.METRICS
