@@ -8,11 +8,11 @@
   dir, a FortiGate sensor made with ``otasuke.tenancy.admin.add_sensor``) in a
   subprocess on a free 127.0.0.1 port; ``--clients`` concurrent httpx2 clients post
   batches of 1, 10, 100 and 1,000 FortiGate envelope lines for ``--seconds`` each.
-  Ack = 202 = committed with ``PRAGMA synchronous=FULL``; next to it the same server
-  with ``synchronous=OFF`` (bench only: the server subprocess of this file adds a
-  ``connect`` listener to the engine after the engine's own, so it overrides FULL;
-  the product code has no such switch). Admission limits are lifted in the bench
-  server (no worker runs, so the backlog only grows).
+  Ack = 202 = the envelopes appended to the spool and fsynced (group commit); next to
+  it the same server with the spool's fsync off (``Spool(fsync=False)``, what
+  ``OTASUKE_SPOOL_FSYNC=false`` does). As for the syslog rows the drain does not run
+  (the receiver alone: parsing and the database insert come after the answer), and the
+  admission limits are lifted in the bench server (the backlog only grows).
 * **TCP syslog → spool**: ``start_syslog`` with ``SyslogConfig(fsync=True|False)``,
   drain off (spool only), FortiGate lines over one and four connections; counted
   as acknowledged through ``on_acknowledged``.
@@ -38,7 +38,6 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import orjson
@@ -59,32 +58,31 @@ def fortigate_line(seq: int) -> str:
 # --- the server subprocess ---------------------------------------------------------------
 
 
-def serve(data_dir: Path, port: int, sync_off: bool) -> None:
+def serve(data_dir: Path, port: int, fsync_off: bool) -> None:
     import uvicorn
-    from sqlalchemy import event
 
     from otasuke.db.engine import Database
     from otasuke.ingest.parsers import file_parsers
+    from otasuke.ingest.receivers.drain import Drain, IngestSpool
+    from otasuke.ingest.spool import Spool
     from otasuke.settings import Settings
     from otasuke.web.app import create_app
 
     settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'otasuke.db'}")
     object.__setattr__(settings, "ingest_max_pending", 10**12)
     object.__setattr__(settings, "ingest_max_inflight", 10**6)
+    object.__setattr__(settings, "ingest_max_spool_bytes", 10**15)
     db = Database(settings.effective_database_url)
-    if sync_off:
-
-        def _no_sync(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA synchronous=OFF")
-            cur.close()
-
-        event.listen(db.engine, "connect", _no_sync)
     # Load the parser registry before the first request: its lazy loading is not
     # thread-safe (concurrent first requests can see it half filled: "unknown format").
     file_parsers()
-    app = create_app(settings, db=db)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    spool = Spool(data_dir / "spool", fsync=not fsync_off)
+    drain = Drain(spool, db)  # not started: the receiver alone, as in the syslog rows
+    app = create_app(settings, db=db, ingest_spool=IngestSpool.of_drain(spool, drain))
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    finally:
+        spool.close()
 
 
 # --- HTTP --------------------------------------------------------------------------------
@@ -147,13 +145,13 @@ async def http_cell(
     return accepted[0], time.perf_counter() - started
 
 
-def http_bench(sync_off: bool, clients: int, seconds: float) -> dict[int, float]:
+def http_bench(fsync_off: bool, clients: int, seconds: float) -> dict[int, float]:
     with tempfile.TemporaryDirectory(prefix="otasuke-bench-", dir=os.environ.get("TMPDIR")) as d:
         data_dir = Path(d)
         token = prepare(data_dir)
         port = free_port()
         args = [sys.executable, __file__, "--serve", str(data_dir), str(port)]
-        proc = subprocess.Popen([*args, "--sync-off"] if sync_off else args, cwd=ROOT)
+        proc = subprocess.Popen([*args, "--fsync-off"] if fsync_off else args, cwd=ROOT)
         try:
             url = f"http://127.0.0.1:{port}"
             for _ in range(200):
@@ -276,10 +274,10 @@ def main() -> None:
     parser.add_argument("--syslog-lines", type=int, default=50_000, help="per connection")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
-    parser.add_argument("--sync-off", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fsync-off", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(Path(args.serve[0]), int(args.serve[1]), args.sync_off)
+        serve(Path(args.serve[0]), int(args.serve[1]), args.fsync_off)
         return
     logging.getLogger("otasuke").setLevel(logging.ERROR)  # unknown-peer notices of the bench
     load_before = loadavg()
@@ -297,7 +295,7 @@ def main() -> None:
         "loadavg_1min": f"{load_before} → {loadavg()}",
         "fsync_4k_ms": {"p50": round(p50, 3), "p99": round(p99, 3)},
         "http_clients": args.clients,
-        "http": {str(k): {"full": http_full[k], "off": http_off[k]} for k in BATCHES},
+        "http": {str(k): {"on": http_full[k], "off": http_off[k]} for k in BATCHES},
         "syslog": {
             f"{c}conn": {"on": syslog[(True, c)], "off": syslog[(False, c)]} for c in (1, 4)
         },
@@ -312,7 +310,7 @@ def main() -> None:
     for k in BATCHES:
         full, off = http_full[k], http_off[k]
         print(
-            f"| HTTP, batches of {k:,}, {args.clients} clients (synchronous FULL vs OFF) "
+            f"| HTTP → spool, batches of {k:,}, {args.clients} clients (fsync on vs off) "
             f"| {full:,.0f} | {off:,.0f} | {full / off:.2f} |"
         )
     for c in (1, 4):

@@ -57,6 +57,18 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+def wait_drained(app: Any, timeout: float = 30.0) -> None:
+    """Wait until the spool behind an app's HTTP ingest is drained into the database.
+
+    202 means "in the spool"; tests that then look for rows call this instead of sleeping.
+    ``app`` is the FastAPI app or a TestClient of it (its lifespan must be running).
+    """
+    app = getattr(app, "app", app)
+    spool = app.state.ingest_spool
+    assert spool is not None, "the app's lifespan is not running: use `with TestClient(app)`"
+    assert spool.wait_drained(timeout), f"spool not drained within {timeout} s"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

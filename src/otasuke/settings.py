@@ -80,10 +80,14 @@ class Settings(BaseSettings):
     ingest_max_batch_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest ingest request body accepted (HTTP 413 above)."""
     ingest_max_pending: int = Field(default=200_000, ge=1)
-    """Events accepted but not yet through detection above which HTTP ingest answers 429
-    with Retry-After (nothing of a refused batch is stored; the sender retries)."""
+    """Events accepted (in the spool or the database) but not yet through detection above
+    which HTTP ingest answers 429 with Retry-After (nothing of a refused batch is stored;
+    the sender retries)."""
     ingest_max_inflight: int = Field(default=32, ge=1)
-    """Ingest requests being stored at once above which HTTP ingest answers 429."""
+    """Ingest requests being spooled at once above which HTTP ingest answers 429."""
+    ingest_max_spool_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    """Spool bytes not yet drained (or published to the bus) above which HTTP ingest
+    answers 429 with Retry-After (the disk is protected; syslog is not refused)."""
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     """How often the in-process worker looks for accepted events not yet processed."""
     event_store_dir: Path | None = None

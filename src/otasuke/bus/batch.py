@@ -7,6 +7,12 @@ than batches, see DESIGN.md). Each line is one :class:`BusRecord`::
     {"sensor_id": 3, "event_id": "syslog-3-7f2c…-1-4096", "format": "fortigate",
      "raw": "date=… type=utm …", "host": null}
 
+An envelope received over HTTP (spool record kind ``http`` or ``bulk``, see
+:mod:`otasuke.ingest.receivers.drain`) travels the same way with ``transport`` naming the
+kind, its ``raw`` as text (a JSON object is written as JSON), and as event id its own
+``event_id`` or ``<kind>-<sensor>-<spool id>-<segment>-<offset>``
+(:func:`envelope_bus_record`).
+
 A record no sensor claims (``sensor_id`` null, with ``peer`` and ``transport``) and a
 damaged spool record (``damaged`` true) travel too, so the worker keeps them in the
 quarantine: nothing that was acknowledged disappears between spool and database.
@@ -96,6 +102,30 @@ class BusRecord:
             damaged=obj.get("damaged") is True,
             note=text("note"),
         )
+
+
+def envelope_bus_record(spool_id: str, position: Position, obj: dict[str, Any]) -> BusRecord:
+    """A spool record of kind ``http`` or ``bulk`` (an ingest envelope) as a bus record."""
+    kind = str(obj.get("kind"))
+    sensor = obj.get("sensor")
+    own = obj.get("event_id")
+    sensor_id = sensor if isinstance(sensor, int) and not isinstance(sensor, bool) else None
+    event_id = (
+        own
+        if isinstance(own, str) and own
+        else f"{kind}-{sensor}-{spool_id}-{position.segment}-{position.offset}"
+    )
+    raw = obj.get("raw")
+    host = obj.get("host")
+    fmt = obj.get("format")
+    return BusRecord(
+        event_id=event_id,
+        sensor_id=sensor_id,
+        raw=raw if isinstance(raw, str) else orjson.dumps(raw).decode(),
+        format=fmt if isinstance(fmt, str) else None,
+        host=host if isinstance(host, str) and host else None,
+        transport=kind,
+    )
 
 
 def encode_record(record: BusRecord) -> bytes:

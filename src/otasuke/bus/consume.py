@@ -221,6 +221,9 @@ class BatchHandler:
         elif sensor_id is None:
             reason = f"unknown syslog source {record.peer or '?'}"
             field = "source"
+        elif record.transport in ("http", "bulk"):
+            reason = f"sensor {sensor_id} no longer exists (received over HTTP, {record.transport})"
+            field = "source"
         else:
             reason = f"sensor {sensor_id} no longer exists (syslog from {record.peer or '?'})"
             field = "source"

@@ -11,6 +11,7 @@ from otasuke import metrics
 from otasuke.bus.jetstream import BusConfig
 from otasuke.cli_commands import open_database
 from otasuke.detect.engine import Detector
+from otasuke.ingest.receivers.drain import IngestSpool
 from otasuke.ingest.receivers.dropfolder import DropFolder, DropWatcher
 from otasuke.ingest.receivers.publish import start_publisher
 from otasuke.ingest.receivers.syslog import SyslogConfig, start_syslog
@@ -31,13 +32,20 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
         )
         return Pipeline(db, settings, d)
 
-    app = create_app(settings, db=db, make_pipeline=make_pipeline)
     config = SyslogConfig.from_settings(settings)
     bus = BusConfig.from_settings(settings) if settings.bus_url else None
     if bus is not None:  # receivers publish; `otasuke worker` processes store and detect
         config = replace(config, drain=False)
     syslog = start_syslog(settings, db, config)
     publisher = start_publisher(syslog.spool, bus) if bus is not None else None
+    # One spool per data folder: HTTP ingest appends to the syslog receivers' spool,
+    # moved on by the same drain (or publisher).
+    if publisher is not None:
+        pub = publisher.publisher
+        ingest = IngestSpool(syslog.spool, pub, lambda: pub.stats.records)
+    else:
+        ingest = IngestSpool.of_drain(syslog.spool, syslog.drain)
+    app = create_app(settings, db=db, make_pipeline=make_pipeline, ingest_spool=ingest)
     metrics.watch_syslog(syslog)
     drop = DropWatcher(
         DropFolder(settings.drop_dir or settings.data_dir / "drop", db),

@@ -5,13 +5,18 @@ all** — not one line of it; the sender keeps it and sends it again later. Ever
 refused event is counted (``otasuke_events_shed_total{transport="http"}``), so
 shedding is never silent.
 
-Two limits, both read with ``getattr(settings, name, default)``:
+Three limits:
 
 * ``ingest_max_pending`` (default :data:`DEFAULT_MAX_PENDING`): events accepted
-  but not yet through detection. A batch is refused when the backlog is above
-  the limit or the batch would take it above;
+  but not yet through detection — still in the spool, or stored with
+  ``processed = false``. A batch is refused when the backlog is above the limit
+  or the batch would take it above;
 * ``ingest_max_inflight`` (default :data:`DEFAULT_MAX_INFLIGHT`): ingest requests
-  being stored at once.
+  being spooled at once;
+* ``ingest_max_spool_bytes``: spool bytes not yet drained into the database (or
+  published to the bus). This one protects the disk when the consumer is down or
+  slow; its ``Retry-After`` is the upper bound, since the consumer's catching up
+  is not observed in bytes.
 
 :func:`decide` is the decision as pure code; :class:`Admission` keeps the cheap
 cached reading of the backlog (one ``COUNT`` at most every ``refresh_seconds``,
@@ -60,12 +65,21 @@ def retry_after_seconds(excess: int, rate: float) -> int:
 
 
 def decide(
-    *, pending: int, incoming: int, max_pending: int, inflight: int, max_inflight: int, rate: float
+    *,
+    pending: int,
+    incoming: int,
+    max_pending: int,
+    inflight: int,
+    max_inflight: int,
+    rate: float,
+    spool_bytes: int = 0,
+    max_spool_bytes: int | None = None,
 ) -> Decision:
     """The admission decision for a batch of ``incoming`` events (pure: no I/O, no clock).
 
     ``pending`` is the backlog estimate, ``inflight`` the requests being stored now
-    (this one not included), ``rate`` the observed processing rate (events/s).
+    (this one not included), ``rate`` the observed processing rate (events/s),
+    ``spool_bytes`` the spool's undrained bytes (``max_spool_bytes`` None: no limit).
     """
     if incoming > max_pending:
         return Decision(
@@ -83,6 +97,16 @@ def decide(
             hint="keep this batch and send it again after Retry-After seconds; "
             "use fewer concurrent connections",
         )
+    if max_spool_bytes is not None and spool_bytes > max_spool_bytes:
+        return Decision(
+            admitted=False,
+            reason=f"spool backlog is {spool_bytes} bytes not yet drained "
+            f"(limit {max_spool_bytes})",
+            retry_after=RETRY_MAX_SECONDS,
+            status=429,
+            hint="keep this batch and send it again after Retry-After seconds; "
+            "nothing of it was stored",
+        )
     if pending + incoming > max_pending:
         return Decision(
             admitted=False,
@@ -98,8 +122,9 @@ def decide(
 class Admission:
     """The backlog estimate, the in-flight count and the processing rate of one app.
 
-    Estimate = last ``COUNT`` of pending events + events committed by this process
-    since that count started + events of batches admitted and still being stored.
+    Estimate = last reading of pending events (``COUNT`` in the database plus records
+    waiting in the spool) + events spooled by this process since that reading started
+    + events of batches admitted and still being spooled.
     Conservative: a batch committed while the count runs may be counted twice
     until the next reading. Thread-safe.
     """
@@ -108,10 +133,14 @@ class Admission:
         self,
         read_pending: Callable[[], int],
         *,
+        read_spool_bytes: Callable[[], int] | None = None,
         refresh_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._read = read_pending
+        self._read_spool = read_spool_bytes
+        self.spool_bytes = 0
+        """Undrained spool bytes at the last reading (plus what was spooled since)."""
         self._refresh = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -136,7 +165,9 @@ class Admission:
                 committed_before = self.committed_since
             started = self._clock()
             pending = int(self._read())
+            spool_bytes = int(self._read_spool()) if self._read_spool is not None else 0
             with self._lock:
+                self.spool_bytes = spool_bytes
                 if self.read_at is not None and started > self.read_at:
                     processed = self.pending_read + committed_before - pending
                     observed = max(processed, 0) / (started - self.read_at)
@@ -151,7 +182,14 @@ class Admission:
         with self._lock:
             return self.pending_read + self.committed_since + self.reserved
 
-    def try_admit(self, incoming: int, *, max_pending: int, max_inflight: int) -> Decision:
+    def try_admit(
+        self,
+        incoming: int,
+        *,
+        max_pending: int,
+        max_inflight: int,
+        max_spool_bytes: int | None = None,
+    ) -> Decision:
         """Decide for a batch; when admitted, it is reserved and in flight until :meth:`done`."""
         with self._lock:
             decision = decide(
@@ -161,15 +199,19 @@ class Admission:
                 inflight=self.inflight,
                 max_inflight=max_inflight,
                 rate=self.rate,
+                spool_bytes=self.spool_bytes,
+                max_spool_bytes=max_spool_bytes,
             )
             if decision.admitted:
                 self.inflight += 1
                 self.reserved += incoming
             return decision
 
-    def done(self, reserved: int, accepted: int) -> None:
-        """An admitted batch is finished: ``accepted`` of its events were committed."""
+    def done(self, reserved: int, accepted: int, spooled_bytes: int = 0) -> None:
+        """An admitted batch is finished: ``accepted`` of its events are in the spool (or the
+        database), taking ``spooled_bytes`` of spool."""
         with self._lock:
             self.inflight -= 1
             self.reserved -= reserved
             self.committed_since += accepted
+            self.spool_bytes += spooled_bytes

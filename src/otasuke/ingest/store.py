@@ -9,7 +9,7 @@ stored once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -83,8 +83,18 @@ def parse_one(env: Envelope, ctx: ParseContext) -> Event:
     return event
 
 
-def accept_lines(s: Session, source: Source, lines: Iterable[bytes | str]) -> AcceptResult:
-    """Parse and store NDJSON envelope lines; the caller commits (then answers 202)."""
+def accept_lines(
+    s: Session,
+    source: Source,
+    lines: Iterable[bytes | str],
+    *,
+    locations: Sequence[str] | None = None,
+) -> AcceptResult:
+    """Parse and store NDJSON envelope lines; the caller commits.
+
+    ``locations`` (one per line) names where each line came from in its quarantine row;
+    without it the row says ``line <n>``.
+    """
     ctx = ParseContext(sensor=source.sensor_name, device_tz=ZoneInfo(source.timezone))
     result = AcceptResult()
     events: list[Event] = []
@@ -98,7 +108,8 @@ def accept_lines(s: Session, source: Source, lines: Iterable[bytes | str]) -> Ac
         except OtasukeError as err:
             raw = line if isinstance(line, str) else line.decode("utf-8", "replace")
             result.rejected.append(LineError(n, err.message, err.field, err.hint))
-            _quarantine(s, source, f"line {n}", env.format if env else None, err, raw)
+            location = locations[n - 1] if locations is not None else f"line {n}"
+            quarantine(s, source, location, env.format if env else None, err, raw)
     _store(s, source, events, result)
     return result
 
@@ -115,14 +126,15 @@ def accept_records(s: Session, source: Source, records: Iterable[RawRecord]) -> 
             result.rejected.append(
                 LineError(n, f"{rec.location}: {err.message}", err.field, err.hint)
             )
-            _quarantine(s, source, rec.location, rec.format, err, _raw_text(rec.raw))
+            quarantine(s, source, rec.location, rec.format, err, _raw_text(rec.raw))
     _store(s, source, events, result)
     return result
 
 
-def _quarantine(
+def quarantine(
     s: Session, source: Source, location: str, fmt: str | None, err: OtasukeError, raw: str
 ) -> None:
+    """Keep one refused record with its reason (the caller commits)."""
     s.add(
         QuarantinedRecord(
             customer_id=source.customer_id,
@@ -197,5 +209,6 @@ __all__ = [
     "Source",
     "accept_lines",
     "accept_records",
+    "quarantine",
     "stored_to_event",
 ]

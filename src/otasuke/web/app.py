@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from otasuke.db.engine import Database
 from otasuke.errors import Forbidden, NotFound
 from otasuke.i18n import _
+from otasuke.ingest.receivers.drain import IngestSpool
 from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings, get_settings
 from otasuke.web import auth, console, portal
@@ -35,26 +36,45 @@ def create_app(
     *,
     db: Database | None = None,
     make_pipeline: Callable[[], Pipeline] | None = None,
+    ingest_spool: IngestSpool | None = None,
 ) -> FastAPI:
-    """The app; with ``make_pipeline`` it also runs the in-process worker."""
+    """The app; with ``make_pipeline`` it also runs the in-process worker.
+
+    HTTP ingest appends to ``ingest_spool`` (``otasuke serve`` passes the syslog
+    receivers' spool and its drain or publisher). Without it, the lifespan opens the
+    data folder's spool itself with a drain (or, with ``OTASUKE_BUS_URL``, a JetStream
+    publisher) and closes it on shutdown; until the lifespan runs, ingest answers 503.
+    """
     settings = settings or get_settings()
     db = db or Database(settings.effective_database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = None if ingest_spool is not None else open_ingest_spool(settings, db)
+        spool = ingest_spool or owned
         worker = None
         if make_pipeline is not None:
             worker = BackgroundWorker(make_pipeline, settings.worker_poll_seconds)
             worker.start()
         app.state.worker = worker
-        yield
-        if worker is not None:
-            worker.stop()
+        if worker is not None and spool is not None and spool.drain is not None:
+            wake = worker.wake
+            spool.drain.on_stored = lambda _n: wake()
+        app.state.ingest_spool = spool
+        try:
+            yield
+        finally:
+            app.state.ingest_spool = None
+            if owned is not None:
+                owned.close()
+            if worker is not None:
+                worker.stop()
 
     app = FastAPI(title="Otasuke", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.db = db
     app.state.worker = None
+    app.state.ingest_spool = None
     app.include_router(ingest.router)
     app.include_router(bulk.router)
     app.include_router(metrics_api.router)
@@ -65,6 +85,28 @@ def create_app(
     install_error_pages(app)
     app.add_middleware(SessionMiddleware, db=db, settings=settings)
     return app
+
+
+def open_ingest_spool(settings: Settings, db: Database) -> IngestSpool:
+    """The data folder's spool with its consumer, for an app that runs without ``otasuke serve``."""
+    from otasuke.ingest.receivers.syslog import SyslogConfig
+    from otasuke.ingest.spool import Spool
+
+    config = SyslogConfig.from_settings(settings)
+    spool = Spool(config.spool_dir, segment_bytes=config.segment_bytes, fsync=config.fsync)
+    if not settings.bus_url:
+        return IngestSpool.open(spool, db, batch_records=config.drain_batch_records)
+    from otasuke.bus.jetstream import BusConfig
+    from otasuke.ingest.receivers.publish import start_publisher
+
+    handle = start_publisher(spool, BusConfig.from_settings(settings))
+    publisher = handle.publisher
+
+    def stop() -> None:
+        handle.stop()
+        spool.close()
+
+    return IngestSpool(spool, publisher, lambda: publisher.stats.records, stop=stop)
 
 
 def _is_api(request: Request) -> bool:

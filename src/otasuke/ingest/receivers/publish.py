@@ -33,7 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from otasuke.bus.batch import BusRecord, encode_record, message_id
+from otasuke.bus.batch import BusRecord, encode_record, envelope_bus_record, message_id
 from otasuke.bus.jetstream import (
     HEADER_MSG_ID,
     Backoff,
@@ -102,6 +102,8 @@ def to_bus_record(spool_id: str, item: Record | Damaged) -> BusRecord:
             damaged=True,
             note="spool record is not a JSON object",
         )
+    if obj.get("kind") in ("http", "bulk"):  # an HTTP envelope: its own event id, if any
+        return envelope_bus_record(spool_id, pos, obj)
     sensor = obj.get("sensor")
     if not isinstance(sensor, int) or isinstance(sensor, bool):
         return BusRecord(

@@ -18,9 +18,15 @@ object, a rendered ``Event``, or ``EventID`` with ``Channel``/``SourceName``) is
 parsed as ``winlogbeat``, anything else as ``jsonl``.
 
 The answer, in Elasticsearch's bulk response shape, is given only after the batch is
-committed: every item with status 201 is durable; an item with status 400 was
-refused and is in the quarantine with its reason (``update``/``delete`` actions
-carry no event and are only refused). ``gzip`` request bodies are accepted (Beats 8
+in the spool on disk (fsynced; the same spool and drain as ``POST /api/v1/ingest``,
+see :mod:`otasuke.web.api.ingest` for what that means): every item with status 201
+is durable there; an item with status 400 was refused and is in the quarantine with
+its reason (``update``/``delete`` actions carry no event and are only refused).
+Before the answer a document is only checked to be a JSON object; the Windows or
+JSON parser reads it in the drain afterwards, and a document it refuses (a Windows
+event without a time, say) is kept in the quarantine then — its item said 201.
+A document with ``_id`` is stored once however often it is sent; without ``_id``
+its event id comes from its spool place, so a re-sent batch is stored twice. ``gzip`` request bodies are accepted (Beats 8
 compress by default); the limit ``ingest_max_batch_bytes`` applies to the body after
 decompression.
 """
@@ -43,11 +49,22 @@ from starlette.concurrency import run_in_threadpool
 from otasuke import metrics
 from otasuke.db.engine import Database
 from otasuke.db.models import Sensor
+from otasuke.errors import ParseError
+from otasuke.ingest.envelope import Envelope
 from otasuke.ingest.parsers.winjson import windows_shape
-from otasuke.ingest.store import LineError, Source, accept_lines
+from otasuke.ingest.receivers.drain import envelope_record
+from otasuke.ingest.spool import SpoolError
+from otasuke.ingest.store import LineError, Source
 from otasuke.settings import Settings
 from otasuke.tenancy.auth import hash_token
-from otasuke.web.api.ingest import admit
+from otasuke.web.api.ingest import (
+    Checked,
+    admit,
+    ingest_spool,
+    keep_and_spool,
+    spool_failed,
+    spool_missing,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -74,8 +91,13 @@ class Item:
     action: str
     index: str
     doc_id: str | None
-    envelope: bytes | None = None
+    envelope: Envelope | None = None
+    """The document as an ingest envelope (index and create actions)."""
     error: LineError | None = None
+    refused: ParseError | None = None
+    """Why the document was refused before spooling (kept in the quarantine)."""
+    line: int = 0
+    """The document's line in the request body (1-based; 0: no document line)."""
 
     def answer(self) -> dict[str, Any]:
         body: dict[str, Any] = {"_index": self.index}
@@ -174,20 +196,32 @@ def document_format(doc: dict[str, Any]) -> str:
     return "jsonl" if windows_shape(doc) is None else "winlogbeat"
 
 
-def _envelope(doc_line: bytes, doc_id: str | None) -> bytes:
-    """The ingest envelope of one document line; a bad document stays as text to be refused."""
+def _envelope(doc_line: bytes, doc_id: str | None) -> tuple[Envelope, ParseError | None]:
+    """The ingest envelope of one document line, and why it is refused (None: spool it).
+
+    A document that is not a JSON object stays as text, to be kept in the quarantine.
+    """
+    error: ParseError | None = None
     try:
         doc = orjson.loads(doc_line)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as err:
         doc = None
-    env: dict[str, Any]
+        error = ParseError(
+            f"document is not valid JSON: {err}",
+            field="raw",
+            hint="send one JSON object per document line",
+        )
+    event_id = doc_id if doc_id is not None and 0 < len(doc_id) <= MAX_EVENT_ID else None
     if isinstance(doc, dict) and doc:
-        env = {"format": document_format(doc), "raw": doc}
-    else:
-        env = {"format": "jsonl", "raw": doc_line.decode("utf-8", "replace")}
-    if doc_id is not None and 0 < len(doc_id) <= MAX_EVENT_ID:
-        env["event_id"] = doc_id
-    return orjson.dumps(env)
+        return Envelope(document_format(doc), doc, event_id), None
+    if error is None:
+        error = ParseError(
+            "document is not a non-empty JSON object",
+            field="raw",
+            hint="send one JSON object per document line",
+        )
+    text = doc_line.decode("utf-8", "replace")
+    return Envelope("jsonl", text, event_id), error
 
 
 def parse_bulk(body: bytes, default_index: str | None) -> list[Item]:
@@ -214,27 +248,35 @@ def parse_bulk(body: bytes, default_index: str | None) -> list[Item]:
             if n >= len(lines):
                 raise BulkSyntaxError(f"line {n}: the last action has no document line")
             if action == "index" or action == "create":
-                item.envelope = _envelope(lines[n].strip(), doc_id)
+                item.envelope, item.refused = _envelope(lines[n].strip(), doc_id)
+                item.line = n + 1
             n += 1
         if item.envelope is None:
             item.error = LineError(
                 n, f"action {action!r} is not supported", "action", "use index or create"
             )
+        elif item.refused is not None:
+            item.error = LineError(n, item.refused.message, item.refused.field, item.refused.hint)
         items.append(item)
     return items
 
 
-def _store(db: Database, source: Source, items: list[Item]) -> int:
-    """Store the documents; mark refused items. Returns how many were accepted."""
-    storable = [item for item in items if item.envelope is not None]
-    envelopes = [item.envelope for item in storable if item.envelope is not None]
-    with db.session() as s:
-        result = accept_lines(s, source, envelopes)
-        metrics.count_accepted(result, "http")
-    # committed here: the answer is given only after the data is durable
-    for error in result.rejected:
-        storable[error.line - 1].error = error
-    return result.accepted
+def check_items(sensor_id: int, items: list[Item]) -> Checked:
+    """Spool records of the good documents, quarantine rows of the refused ones."""
+    checked = Checked()
+    for item in items:
+        env = item.envelope
+        if env is not None and item.error is None:
+            checked.records.append(envelope_record("bulk", sensor_id, item.line, env))
+        elif env is not None and item.error is not None and item.refused is not None:
+            # kept in the quarantine as the envelope it would have been
+            raw = orjson.dumps(
+                {"format": env.format, "raw": env.raw}
+                | ({"event_id": env.event_id} if env.event_id else {})
+            ).decode()
+            checked.rejected.append(item.error)
+            checked.refused_raw.append((env.format, item.refused, raw))
+    return checked
 
 
 async def _bulk(request: Request, default_index: str | None) -> Response:
@@ -257,17 +299,23 @@ async def _bulk(request: Request, default_index: str | None) -> Response:
     if not items:
         return _es_error(400, "action_request_validation_exception", "no requests added")
     db = request.app.state.db
-    admission, refusal = await admit(request, db, settings, len(items))
+    spool = ingest_spool(request)
+    if spool is None or source.sensor_id is None:
+        return spool_missing()
+    admission, refusal = await admit(request, db, spool, settings, len(items))
     if refusal is not None:  # Beats, Fluent Bit and Vector retry a 429 after Retry-After
         return refusal
-    accepted = 0
+    accepted = spooled_bytes = 0
     try:
-        accepted = await run_in_threadpool(_store, db, source, items)
+        checked = check_items(source.sensor_id, items)
+        await run_in_threadpool(keep_and_spool, db, spool, source, "POST /api/v1/_bulk", checked)
+        accepted, spooled_bytes = len(checked.records), checked.spooled_bytes
+    except (OSError, SpoolError) as err:
+        return spool_failed(err)
     finally:
-        admission.done(len(items), accepted)
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None and accepted:
-        worker.wake()
+        admission.done(len(items), accepted, spooled_bytes)
+    counters = getattr(request.app.state, "metrics", None) or metrics.METRICS
+    counters.count_received("http", len(items))
     answer = {
         "took": int((time.monotonic() - started) * 1000),
         "errors": any(item.error is not None for item in items),
@@ -278,7 +326,7 @@ async def _bulk(request: Request, default_index: str | None) -> Response:
 
 @router.post("/_bulk", responses={400: {}, 401: {}, 413: {}})
 async def bulk(request: Request) -> Response:
-    """Elasticsearch bulk: index/create actions, answered after the commit."""
+    """Elasticsearch bulk: index/create actions, answered once they are in the spool."""
     return await _bulk(request, None)
 
 
