@@ -233,6 +233,7 @@ def test_nats_down_under_load_everything_drains_nothing_lost(
     sender = Sender(syslog)
     peak = at_stop = 0
     outage = caught_up = 0.0
+    acknowledged = 0
     consumer: dict[str, int] = {}
     stored_in_outage: tuple[int, int] = (0, 0)
     try:
@@ -265,7 +266,7 @@ def test_nats_down_under_load_everything_drains_nothing_lost(
         sender.join(timeout=30)
         assert not sender.is_alive(), "sender did not finish"
         assert sender.error is None, sender.error
-        wait_for(lambda: received_tcp(web) == N, timeout=15)
+        acknowledged = wait_for(lambda: (n := received_tcp(web)) >= N and n, timeout=15)
         wait_for(lambda: stored() >= N, timeout=40)
         caught_up = time.monotonic() - back_at
         wait_for(lambda: publisher_backlog(spool) == 0, timeout=10)
@@ -298,13 +299,15 @@ def test_nats_down_under_load_everything_drains_nothing_lost(
     worker_out = (tmp_path / "worker.log").read_text()
     counters = [line for line in worker_out.splitlines() if line.startswith('{"worker"')]
     print(
-        f"\nNATS {how.name}: acknowledged={N} found={len(rows)} distinct={len(seqs)} "
+        f"\nNATS {how.name}: sent={N} acknowledged={acknowledged} found={len(rows)} "
+        f"distinct={len(seqs)} "
         f"duplicated={len(duplicated)} duplicate_ids={sum(c - 1 for c in uids.values())} "
         f"lost={len(lost)} backlog_at_stop={at_stop} peak_backlog_bytes={peak} "
         f"outage_seconds={outage:.1f} stored_during_outage={stored_in_outage} "
         f"caught_up_after_restart={caught_up:.1f}s consumer={consumer} "
         f"runtime={time.monotonic() - began:.1f}s worker={counters[-1] if counters else '?'}"
     )
+    assert acknowledged == N
     assert not duplicated, f"stored more than once: {duplicated[:20]}"
     assert not lost, f"acknowledged but not stored: {lost[:20]} ({len(lost)} in all)"
     assert len(rows) == N and all(c == 1 for c in uids.values())
