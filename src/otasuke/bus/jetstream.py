@@ -156,16 +156,26 @@ def consumer_config(config: BusConfig) -> ConsumerConfig:
 
 
 async def connect(
-    config: BusConfig, *, on_error: Callable[[Exception], Awaitable[None]] | None = None
+    config: BusConfig,
+    *,
+    on_error: Callable[[Exception], Awaitable[None]] | None = None,
+    lost: asyncio.Event | None = None,
 ) -> NatsClient:
     """One connection attempt per server (raises if none answers); callers retry with backoff.
 
     The client's own reconnect is limited so that a connection that is lost ends up
     closed, and the caller's loop (with its backoff and counters) connects again.
+    ``lost`` is set as soon as the connection drops (before any reconnect attempt):
+    a reply awaited on it (a PubAck) will never come, so the caller need not wait for
+    its timeout.
     """
 
     async def quiet(err: Exception) -> None:
         log.debug("nats: %s", err)
+
+    async def disconnected() -> None:
+        if lost is not None:
+            lost.set()
 
     return await nats.connect(
         servers=list(config.servers),
@@ -173,7 +183,23 @@ async def connect(
         max_reconnect_attempts=3,
         reconnect_time_wait=0.5,
         error_cb=on_error or quiet,
+        disconnected_cb=disconnected,
     )
+
+
+async def close_quietly(nc: NatsClient | None) -> None:
+    """Close a connection that may already be broken, never raising.
+
+    ``Client.close`` flushes what is pending and raises ``ConnectionResetError`` when the
+    server is gone (NATS stopped under load); raised from a ``finally`` that ended the
+    worker process and the publisher thread instead of letting them reconnect.
+    """
+    if nc is None or nc.is_closed:
+        return
+    try:
+        await nc.close()
+    except (NatsError, OSError, TimeoutError) as err:
+        log.debug("nats: closing a broken connection: %s: %s", type(err).__name__, err)
 
 
 async def ensure_stream(js: JetStreamContext, config: BusConfig) -> None:

@@ -27,7 +27,14 @@ from nats.js import JetStreamContext
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from otasuke.bus.consume import BatchHandler, HandleResult, WorkerStats
-from otasuke.bus.jetstream import Backoff, BusConfig, connect, pull_subscription, sleep_or_stop
+from otasuke.bus.jetstream import (
+    Backoff,
+    BusConfig,
+    close_quietly,
+    connect,
+    pull_subscription,
+    sleep_or_stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +87,7 @@ class BusWorker:
                 if await sleep_or_stop(stop, backoff.next()):
                     break
             finally:
-                if nc is not None and not nc.is_closed:
-                    await nc.close()
+                await close_quietly(nc)  # a broken connection must not end the worker
         await self._notify(force=True)
 
     async def _consume(

@@ -24,6 +24,8 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Awaitable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from otasuke.bus.jetstream import (
     HEADER_MSG_ID,
     Backoff,
     BusConfig,
+    close_quietly,
     connect,
     ensure_stream,
     payload_limit,
@@ -241,13 +244,14 @@ class SpoolPublisher:
         backoff = Backoff(self.config.retry_initial_seconds, self.config.retry_max_seconds)
         while not stop.is_set():
             nc: NatsClient | None = None
+            lost = asyncio.Event()
             try:
-                nc = await connect(self.config)
+                nc = await connect(self.config, lost=lost)
                 js = nc.jetstream()
                 await ensure_stream(js, self.config)
                 self.connected = True
                 backoff.reset()
-                await self._publish_loop(nc, js, stop, idle_seconds)
+                await self._publish_loop(nc, js, stop, idle_seconds, lost)
             except (NatsError, OSError, TimeoutError) as err:
                 self._failed(err, connected=self.connected)
                 if await sleep_or_stop(stop, backoff.next()):
@@ -255,20 +259,29 @@ class SpoolPublisher:
             finally:
                 self.connected = False
                 await self.commit()  # what was acknowledged so far
-                if nc is not None and not nc.is_closed:
-                    await nc.close()
+                await close_quietly(nc)  # raising here would end the publisher thread
 
     async def _publish_loop(
-        self, nc: NatsClient, js: JetStreamContext, stop: asyncio.Event, idle_seconds: float
+        self,
+        nc: NatsClient,
+        js: JetStreamContext,
+        stop: asyncio.Event,
+        idle_seconds: float,
+        lost: asyncio.Event | None = None,
     ) -> None:
         """Read the next batch while the current one waits for its PubAck (two fsyncs of the
         cursor cost more than a publish here, so the cursor moves at most every
-        ``COMMIT_EVERY_SECONDS`` while busy, and at once when caught up)."""
+        ``COMMIT_EVERY_SECONDS`` while busy, and at once when caught up).
+
+        When the connection drops (``lost``), the loop ends at once instead of waiting out
+        the PubAck timeout; the caller reconnects and publishes the same batch again under
+        the same message id, which JetStream drops if the first copy was stored."""
+        lost = lost or asyncio.Event()
         limit = payload_limit(nc, self.config)
         batch = await asyncio.to_thread(self.read_batch, self.position, limit)
         while not stop.is_set():
-            if nc.is_closed:
-                raise NatsError("connection closed")
+            if nc.is_closed or lost.is_set():
+                raise NatsError("connection to NATS lost")
             if batch is None:
                 await self.commit()
                 await sleep_or_stop(stop, idle_seconds)
@@ -276,7 +289,7 @@ class SpoolPublisher:
                 continue
             ahead = asyncio.ensure_future(asyncio.to_thread(self.read_batch, batch.end, limit))
             try:
-                await self.publish(js, batch)
+                await unless_lost(self.publish(js, batch), lost)
             finally:
                 following = await ahead
             if time.monotonic() - self._committed_at >= COMMIT_EVERY_SECONDS:
@@ -295,6 +308,23 @@ class SpoolPublisher:
             self.stats.last_error,
             self.backlog_bytes(),
         )
+
+
+async def unless_lost(work: Awaitable[None], lost: asyncio.Event) -> None:
+    """Await ``work``, or cancel it and raise as soon as the connection is lost."""
+    task = asyncio.ensure_future(work)
+    if not task.done():
+        watch = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError, NatsError, OSError, TimeoutError):
+            await task
+        raise NatsError("connection to NATS lost while waiting for the PubAck")
+    task.result()
 
 
 class PublisherHandle:
