@@ -17,6 +17,7 @@ from otasuke.db.engine import Database
 from otasuke.db.models import StoredEvent
 from otasuke.detect.engine import Detector
 from otasuke.ingest.envelope import Envelope
+from otasuke.ingest.event import content_id
 from otasuke.ingest.receivers.drain import envelope_record
 from otasuke.ingest.receivers.publish import to_bus_record
 from otasuke.ingest.spool import Position, Spool
@@ -49,11 +50,10 @@ def test_http_and_bulk_records_cross_the_bus_and_are_stored_once(
     finally:
         spool.close()
     records = [to_bus_record("abc123", r) for r in read.records]
-    second, third = read.records[1].position, read.records[2].position
-    assert [r.event_id for r in records] == [
+    assert [r.event_id for r in records] == [  # without event_id: the content's SHA-256
         "own-1",
-        f"http-{sensor_id}-abc123-{second.segment}-{second.offset}",
-        f"bulk-{sensor_id}-abc123-{third.segment}-{third.offset}",
+        content_id(LINE.format(n=2)),
+        content_id({"message": "hi", "@timestamp": "2026-11-24T01:00:00Z"}),
     ]
     assert [r.transport for r in records] == ["http", "http", "bulk"]
     rules, iocs = tiny_detector_paths(tmp_path)

@@ -12,9 +12,10 @@ Record kinds (the ``kind`` field of the spool record's JSON; absent means syslog
 - ``http``: an envelope of ``POST /api/v1/ingest`` (:func:`envelope_record`), and
 - ``bulk``: a document of the Elasticsearch ``_bulk`` subset, as an envelope.
   Event id: the envelope's own ``event_id`` (the ``_bulk`` ``_id``) when it has one,
-  else ``<kind>-<sensor>-<segment>-<offset>`` (:func:`envelope_event_id`). A client
-  that re-sends a batch whose answer it lost therefore stores it twice unless its
-  envelopes carry an ``event_id``: the spool position of the second copy differs.
+  else the SHA-256 of its ``raw`` (:func:`~otasuke.ingest.event.content_id`), written
+  into the record at receipt (:func:`envelope_record`): a client that re-sends a batch
+  whose answer it lost stores it once. A record without any id (none is written so
+  today) falls back to ``<kind>-<sensor>-<segment>-<offset>``.
 
 What cannot be stored is kept in the quarantine with the reason: lines from a
 peer that no sensor claims ("unknown syslog source <ip>"), lines of a sensor
@@ -40,6 +41,7 @@ from sqlalchemy.orm import Session
 from otasuke.db.engine import Database
 from otasuke.db.models import QuarantinedRecord, Sensor
 from otasuke.ingest.envelope import Envelope
+from otasuke.ingest.event import content_id
 from otasuke.ingest.spool import Damaged, Position, Record, Spool
 from otasuke.ingest.store import Source, accept_lines
 
@@ -68,8 +70,7 @@ def envelope_record(kind: str, sensor_id: int, line: int, env: Envelope) -> byte
         "format": env.format,
         "raw": env.raw,
     }
-    if env.event_id:
-        obj["event_id"] = env.event_id
+    obj["event_id"] = env.event_id or content_id(env.raw)
     if env.host:
         obj["host"] = env.host
     return orjson.dumps(obj)

@@ -25,8 +25,8 @@ its reason (``update``/``delete`` actions carry no event and are only refused).
 Before the answer a document is only checked to be a JSON object; the Windows or
 JSON parser reads it in the drain afterwards, and a document it refuses (a Windows
 event without a time, say) is kept in the quarantine then — its item said 201.
-A document with ``_id`` is stored once however often it is sent; without ``_id``
-its event id comes from its spool place, so a re-sent batch is stored twice. ``gzip`` request bodies are accepted (Beats 8
+A document is stored once however often it is sent: its event id is its ``_id``, or
+without one the SHA-256 of the document (a re-sent batch is recognised). ``gzip`` request bodies are accepted (Beats 8
 compress by default); the limit ``ingest_max_batch_bytes`` applies to the body after
 decompression.
 """

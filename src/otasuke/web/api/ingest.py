@@ -13,10 +13,11 @@ quarantine then, not listed in the answer. ``accepted`` counts the lines spooled
 whether one was a duplicate is decided when it is stored.
 
 Idempotency: the drain works at least once and removes duplicates by event id.
-An envelope's own ``event_id`` is that id; without one the id is derived from the
-line's place in the spool. So a client that sends a batch again because it lost
-the answer stores it **twice** unless its envelopes carry ``event_id`` — senders
-that may retry should set it (Elasticsearch ``_bulk`` clients: ``_id``).
+An envelope's own ``event_id`` is that id; without one it is the SHA-256 of the
+envelope's ``raw`` (:func:`~otasuke.ingest.event.content_id`, taken at receipt, as the
+parsers take it). So a client that sends a batch again because it lost the answer
+stores it once; two byte-identical records are one event (send ``event_id`` to keep
+such records apart).
 
 The spool is the one of the data folder, shared with the syslog receivers; the
 app gets it from ``otasuke serve`` or opens it (with a drain) in its lifespan:
