@@ -157,12 +157,7 @@ class Detector:
 
 def correlation_detection(hit: CorrelationHit) -> Detection:
     """相関検知: one correlation hit as a Detection (matched: group-by values and count)."""
-    info = hit.info
-    matched: dict[str, object] = dict(hit.group)
-    matched["count"] = hit.count
-    if hit.spec.field:
-        matched["field"] = hit.spec.field
-    return rule_detection(info, matched)
+    return rule_detection(hit.info, hit.matched())
 
 
 def usable_tunings(rows: Sequence[RuleTuning]) -> list[Tuning]:
