@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from otasuke.db.models import Organization, RuleTuning
+from otasuke.detect.customer_filters import refresh_customer_filters
 from otasuke.detect.detection import Detection
 from otasuke.detect.device import device_detections
 from otasuke.detect.ioc import IocSet, default_ioc_paths
@@ -124,7 +125,9 @@ class Detector:
         Cheap enough for every batch: one query of the count, highest id and newest
         creation time of the rows (they are only added and removed, never edited) and the
         highest organisation id (a new customer). The shipped defaults always come first.
+        Customers' own Sigma filters are refreshed here too (:mod:`.customer_filters`).
         """
+        filters_changed = refresh_customer_filters(self, s)
         version = tuple(
             s.execute(
                 select(
@@ -136,7 +139,7 @@ class Detector:
             ).one()
         )
         if version == self._tuning_version:
-            return False
+            return filters_changed
         rows = s.scalars(select(RuleTuning).order_by(RuleTuning.id)).all()
         owners = s.execute(
             select(Organization.id, Organization.provider_id).where(Organization.kind == "customer")
