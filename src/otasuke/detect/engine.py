@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from otasuke.db.models import Organization, RuleTuning
+from otasuke.detect.correlation_file import CorrelationStateFile
 from otasuke.detect.customer_filters import refresh_customer_filters
 from otasuke.detect.detection import Detection
 from otasuke.detect.device import device_detections
@@ -58,6 +59,8 @@ class Detector:
         self.tuning: TuningTable | None = None
         """Rule tuning applied after matching; None: none (``otasuke detect``)."""
         self._tuning_version: tuple[object, ...] | None = None
+        self.state_file: CorrelationStateFile | None = None
+        """Where the correlation state is kept across restarts (saved between batches)."""
 
     @classmethod
     def load(
@@ -125,8 +128,11 @@ class Detector:
         Cheap enough for every batch: one query of the count, highest id and newest
         creation time of the rows (they are only added and removed, never edited) and the
         highest organisation id (a new customer). The shipped defaults always come first.
-        Customers' own Sigma filters are refreshed here too (:mod:`.customer_filters`).
+        Customers' own Sigma filters are refreshed here too (:mod:`.customer_filters`), and
+        the correlation state saved when due (:mod:`.correlation_file`), between batches.
         """
+        if self.state_file is not None:
+            self.state_file.maybe_save(self.correlation)
         filters_changed = refresh_customer_filters(self, s)
         version = tuple(
             s.execute(

@@ -35,14 +35,17 @@ import math
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 from otasuke.detect.sigma.correlation import CorrelationSpec
 from otasuke.detect.sigma.rules import RuleInfo
 from otasuke.detect.sigma.view import text_of
 
+SNAPSHOT_FORMAT = 1
+"""Changes when :meth:`CorrelationEngine.snapshot`'s layout does (an older one is ignored)."""
 GroupValues = tuple[Any, ...]
 GroupKey = tuple[int, str | None, GroupValues]
 """(correlation position, customer, group-by values)."""
@@ -141,6 +144,8 @@ class CorrelationEngine:
                 self._watch[rule_id] = (*self._watch.get(rule_id, ()), position)
         self._state: OrderedDict[GroupKey, _Group] = OrderedDict()
         self._next_sweep = float("-inf")
+        self.clock = float("-inf")
+        """The latest event time seen (epoch seconds): what a snapshot is taken at."""
         self._closing = 0
         """Open groups of conditions decided at window close (lt/lte/eq/neq)."""
 
@@ -172,6 +177,8 @@ class CorrelationEngine:
             return []
         t = event_time.timestamp() if isinstance(event_time, datetime) else float(event_time)
         customer = None if customer_key is None else str(customer_key)
+        if t > self.clock:
+            self.clock = t
         hits = self.tick(t)
         lookup = _Fields(fields)
         for depth in range(MAX_CHAIN):
@@ -193,6 +200,8 @@ class CorrelationEngine:
 
     def tick(self, now: float) -> list[CorrelationHit]:
         """Let time move on: drop idle groups, close windows that have passed."""
+        if now > self.clock:
+            self.clock = now
         if now < self._next_sweep:
             return []
         self._next_sweep = now + self.sweep_every
@@ -211,6 +220,89 @@ class CorrelationEngine:
         self._state.clear()
         self._closing = 0
         return hits
+
+    def snapshot(self) -> dict[str, Any]:
+        """The open windows as plain JSON-able data (see :meth:`restore`).
+
+        Each group names its correlation by rule id and a fingerprint of its spec, so a
+        snapshot restored after the rules changed only brings back what still means the
+        same thing. Groups are listed least recently updated first.
+        """
+        fingerprints = [_fingerprint(spec) for _, spec in self.correlations]
+        groups = []
+        for (position, customer, values), g in self._state.items():
+            groups.append(
+                {
+                    "rule": self.correlations[position][0].id,
+                    "spec": fingerprints[position],
+                    "customer": customer,
+                    "group": list(values),
+                    "first": g.first,
+                    "last": g.last,
+                    "total": g.total,
+                    "times": list(g.times),
+                    "values": [list(pair) for pair in g.values],
+                    "counts": g.counts,
+                    "seen": g.seen,
+                    "steps": g.steps,
+                    "sum": g.sum,
+                    "numbers": [list(pair) for pair in g.numbers],
+                }
+            )
+        return {"format": SNAPSHOT_FORMAT, "clock": self.clock, "groups": groups}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> int:
+        """Bring back the windows of a :meth:`snapshot` (after a restart); how many.
+
+        Groups of correlations no longer loaded, or whose spec changed, are left out, and
+        so are sliding windows already past at the snapshot's clock (nothing more can
+        happen in them). Windows decided at their close (lt, lte, eq, neq) are kept even
+        if past: the next event or tick closes them and raises what they hold, as it
+        would have without the restart. At most ``max_groups`` are kept (the most
+        recently updated).
+        """
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            return 0
+        by_rule = {
+            (info.id, _fingerprint(spec)): position
+            for position, (info, spec) in enumerate(self.correlations)
+        }
+        clock = float(snapshot.get("clock") or float("-inf"))
+        self.clock = max(self.clock, clock)
+        restored = 0
+        for item in snapshot.get("groups", ()):
+            position = by_rule.get((item["rule"], item["spec"]))
+            if position is None:
+                continue
+            spec = self.correlations[position][1]
+            key: GroupKey = (position, item["customer"], _group_values(item["group"]))
+            group = _Group(float(item["first"]), 0)
+            group.last = float(item["last"])
+            group.total = int(item["total"])
+            group.times = deque(float(t) for t in item["times"])
+            group.values = deque((float(t), str(v)) for t, v in item["values"])
+            group.counts = {str(k): int(v) for k, v in item["counts"].items()}
+            group.seen = {str(k): float(v) for k, v in item["seen"].items()}
+            group.steps = [None if v is None else float(v) for v in item["steps"]]
+            group.sum = float(item["sum"])
+            group.numbers = deque((float(t), float(v)) for t, v in item["numbers"])
+            if spec.numeric and spec.rising and spec.percentile is not None:
+                group.ranked = sorted(v for _, v in group.numbers)
+            closing = not spec.rising and not spec.type.startswith("temporal")
+            if not closing and self._passed(key, group, clock):
+                continue
+            if key in self._state:
+                continue
+            self._state[key] = group
+            if closing:
+                self._closing += 1
+            restored += 1
+        while len(self._state) > self.max_groups:
+            old_key, _ = self._state.popitem(last=False)
+            self.evicted += 1
+            if not self.correlations[old_key[0]][1].rising and not self._is_temporal(old_key):
+                self._closing -= 1
+        return restored
 
     def _passed(self, key: GroupKey, group: _Group, now: float) -> bool:
         spec = self.correlations[key[0]][1]
@@ -472,3 +564,13 @@ def _percentile(ranked: Sequence[float], p: int) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ranked) - 1)
     return ranked[low] + (ranked[high] - ranked[low]) * (position - low)
+
+
+def _fingerprint(spec: CorrelationSpec) -> str:
+    """Stable across processes (unlike ``hash``): what the correlation counts, and how."""
+    return sha256(repr(astuple(spec)).encode()).hexdigest()[:16]
+
+
+def _group_values(values: Sequence[Any]) -> GroupValues:
+    """Group-by values back from JSON: a list (a multi-valued field) was a tuple."""
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values)
