@@ -6,15 +6,25 @@ back by the next process; what has expired or no longer means the same is left o
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
+from sqlalchemy import func, select
 
+from otasuke.db.engine import Database
+from otasuke.db.models import Alert, Organization, StoredEvent
+from otasuke.demo.seed import seed_demo
 from otasuke.detect.correlation_file import CorrelationStateFile, keep_state, save_state
 from otasuke.detect.engine import Detector
+from otasuke.detect.ioc import IocSet
+from otasuke.detect.sigma import RuleSet
+from otasuke.ingest.store import Source, accept_lines
+from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings
+from otasuke.worker import BackgroundWorker
 from tests.detect import test_sigma_correlation_values as v
-from tests.detect.test_sigma_correlation import BRUTE, FAILED, detector, fired, logon
+from tests.detect.test_sigma_correlation import BASE, BRUTE, FAILED, detector, fired, logon
 
 BRUTE_ID = "22222222-0000-0000-0000-000000000001"
 
@@ -120,3 +130,76 @@ def test_numeric_windows_survive_a_restart(tmp_path: Path) -> None:
     assert not v.fired(v.feed(median, v.sent(2, 500)))
     [closed] = v.fired(median.flush())  # the window opened before the restart closes after
     assert closed.matched["median"] == 60 and closed.matched["count"] == 3
+
+
+def test_serve_worker_restarted_mid_burst_still_raises_the_brute_force(
+    tmp_path: Path, settings: Settings, sqlite_db: Database
+) -> None:
+    """`otasuke serve`'s in-process worker stopped after 3 failed logons and started again
+    with a new detector (a new process): the 5th logon raises the correlation alert."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yml").write_text("\n---\n".join([BASE, BRUTE]))
+    settings.rules_paths = [rules]
+    with sqlite_db.session() as s:
+        seed_demo(s)
+        customer = s.scalar(select(Organization).where(Organization.slug == "tokai-parts"))
+        assert customer is not None
+        source = Source(customer_id=customer.id, sensor_id=None, sensor_name="pc1")
+        customer_id = customer.id
+
+    def failed_logons(*seconds: int) -> None:
+        lines = [
+            orjson.dumps(
+                {
+                    "format": "winlogbeat",
+                    "raw": orjson.dumps(
+                        {
+                            "EventID": 4625,
+                            "Channel": "Security",
+                            "Hostname": "pc1",
+                            "IpAddress": "203.0.113.9",
+                            "TargetUserName": "admin",
+                            "EventTime": f"2026-04-01 09:00:{n:02d}",
+                        }
+                    ).decode(),
+                }
+            )
+            for n in seconds
+        ]
+        with sqlite_db.session() as s:
+            assert not accept_lines(s, source, lines).rejected
+
+    def run_worker_until_idle() -> None:
+        worker = BackgroundWorker(
+            lambda: Pipeline(sqlite_db, settings, Detector(RuleSet.load([rules]), IocSet())), 0.05
+        )
+        worker.start()
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, worker.last_error
+            with sqlite_db.session() as s:
+                pending = s.scalar(
+                    select(func.count(StoredEvent.id)).where(StoredEvent.processed.is_(False))
+                )
+            if worker.ready.is_set() and not pending:
+                break
+            time.sleep(0.05)
+        worker.stop()
+        assert worker.last_error is None
+
+    def brute_alerts() -> int:
+        with sqlite_db.session() as s:
+            return len(
+                s.scalars(
+                    select(Alert).where(Alert.customer_id == customer_id, Alert.rule_id == BRUTE_ID)
+                ).all()
+            )
+
+    failed_logons(0, 10, 20)
+    run_worker_until_idle()
+    assert brute_alerts() == 0
+    assert (settings.data_dir / "correlation" / "serve-0.json").exists()
+    failed_logons(30, 40)
+    run_worker_until_idle()
+    assert brute_alerts() == 1
