@@ -44,7 +44,7 @@ Tuner = Annotated[CurrentUser, Depends(needs(Permission.TRIAGE_INCIDENTS))]
 Text = Annotated[str, Form()]
 RULE_LINE = re.compile(r"^(id|title):\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-FILTER_EXAMPLE = """title: 東海精密部品のバックアップ作業は除外
+FILTER_EXAMPLE = """title: 保守業者によるログ消去は除外
 logsource:
     product: windows
 filter:
