@@ -49,7 +49,7 @@ def test_analyst_adds_a_filter_through_the_page(
     page.locator("#filters").screenshot(path=str(SHOTS / "analyst-customer-filter-error.png"))
     section.get_by_label("フィルタのYAML").fill(FILTER)
     section.get_by_role("button", name="フィルタを追加").click()
-    page.wait_for_url("**/console/customers/tokai-parts/tuning")
+    page.wait_for_url("**/console/customers/tokai-parts/tuning#filters")
     row = page.locator("#filters tbody tr").first
     expect(row).to_contain_text("保守業者のログ消去は除外")
     expect(row).to_contain_text("月次保守でログを消去する")

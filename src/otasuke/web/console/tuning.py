@@ -416,7 +416,7 @@ def customer_filter_add(
         document=row.document,
         reason=row.reason,
     )
-    return RedirectResponse(url_of(customer), status_code=303)
+    return RedirectResponse(url_of(customer) + "#filters", status_code=303)
 
 
 @router.post("/console/customers/{slug}/filters/{filter_id}/remove")
@@ -438,4 +438,4 @@ def customer_filter_remove(
         added_reason=row.reason,
     )
     s.delete(row)
-    return RedirectResponse(url_of(customer), status_code=303)
+    return RedirectResponse(url_of(customer) + "#filters", status_code=303)
