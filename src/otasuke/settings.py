@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     """Days of events kept in the event store when the contract names no other figure."""
     event_export_interval_seconds: float = Field(default=60, gt=0)
     """How often processed events are copied into the event store."""
+    correlation_state_seconds: float = Field(default=60, ge=0)
+    """How often each detecting process saves its correlation windows under
+    <data_dir>/correlation (also on a clean shutdown; read back at start), so an attack
+    spanning a restart is still correlated; 0 means they are not kept across restarts."""
     sensor_check_seconds: float = Field(default=60, gt=0)
     """How often sensors are checked for silence (REQ-MON-24H)."""
     metrics_token: str | None = Field(default=None, repr=False)

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from otasuke.detect.correlation_file import keep_state, save_state
 from otasuke.eventstore.export import EventExporter
 from otasuke.eventstore.layout import events_root
 from otasuke.health import SensorWatch
@@ -51,8 +52,9 @@ class BackgroundWorker:
             log.exception("worker could not start")
             self.last_error = f"{exc.__class__.__name__}: {exc}"
             return
-        self.ready.set()
         settings = self.pipeline.settings
+        keep_state(self.pipeline.detector, settings, "serve")  # correlation across restarts
+        self.ready.set()
         watch = SensorWatch(self.pipeline.db, interval_seconds=settings.sensor_check_seconds)
         exporter = EventExporter(
             self.pipeline.db,
@@ -70,3 +72,4 @@ class BackgroundWorker:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
             self._wake.wait(self._poll)
             self._wake.clear()
+        save_state(self.pipeline.detector)

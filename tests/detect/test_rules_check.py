@@ -87,6 +87,8 @@ def invoke(*args: str) -> str:
 def test_json_summary_counts_loaded_and_refused_by_reason(rule_dir: Path) -> None:
     report = orjson.loads(invoke("--format", "json", str(rule_dir)))
     assert report["loaded"] == 3  # good, linux, and the correlation over good
+    assert report["loaded_correlations"] == 1  # counted apart from the rules
+    assert report["loaded_windows"] == 1 and report["loaded_other_logsources"] == 1
     assert report["refused"] == 3
     assert report["by_reason"]["not YAML"] == 1
     [orphan] = [r for r in report["refusals"] if r["path"].endswith("orphan.yml")]
@@ -104,6 +106,7 @@ def test_table_lists_each_refused_rule_with_its_reason(rule_dir: Path) -> None:
         assert name not in out
     assert "unknown rule" in out
     assert "loaded 3" in out and "refused 3" in out
+    assert "correlations 1" in out
 
 
 def test_missing_folder_exits_2(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from otasuke.bus.consume import BatchHandler, notify_due_claimed
 from otasuke.bus.jetstream import BusConfig, with_overrides
 from otasuke.bus.worker import BusWorker
 from otasuke.cli_commands import err, fail, open_database
+from otasuke.detect.correlation_file import keep_state, save_state
 from otasuke.detect.engine import Detector
 from otasuke.errors import OtasukeError
 from otasuke.pipeline import make_channel
@@ -72,6 +73,7 @@ def worker_command(
     detector = Detector.load(
         settings.rules_paths, settings.ioc_paths, cache_dir=settings.rule_cache_dir
     )
+    keep_state(detector, settings, "worker")  # correlation windows across restarts
     handler = BatchHandler(
         db,
         detector,
@@ -97,6 +99,7 @@ def worker_command(
     try:
         asyncio.run(main())
     finally:
+        save_state(detector)
         db.dispose()
         print(json.dumps({"worker": asdict(worker.stats)}), flush=True)
 

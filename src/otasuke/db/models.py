@@ -325,3 +325,23 @@ class RuleTuning(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+
+class CustomerFilter(Base):
+    """顧客別フィルタ: one customer's Sigma filter rule, pasted in the console (REQ-MON-EP).
+
+    ``document`` is the YAML as pasted (checked with pySigma when added); the detector
+    applies it to that customer's events only (see ``otasuke.detect.customer_filters``).
+    Rows are added and removed, never edited, each with an audit entry (REQ-LAW).
+    """
+
+    __tablename__ = "customer_filters"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    title: Mapped[str] = mapped_column(String(256))
+    document: Mapped[str] = mapped_column(Text)
+    """The Sigma filter YAML (one document)."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=now_utc)

@@ -17,6 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from otasuke.db.models import Organization, RuleTuning
+from otasuke.detect.correlation_file import CorrelationStateFile
+from otasuke.detect.customer_filters import refresh_customer_filters
 from otasuke.detect.detection import Detection
 from otasuke.detect.device import device_detections
 from otasuke.detect.ioc import IocSet, default_ioc_paths
@@ -57,6 +59,8 @@ class Detector:
         self.tuning: TuningTable | None = None
         """Rule tuning applied after matching; None: none (``otasuke detect``)."""
         self._tuning_version: tuple[object, ...] | None = None
+        self.state_file: CorrelationStateFile | None = None
+        """Where the correlation state is kept across restarts (saved between batches)."""
 
     @classmethod
     def load(
@@ -124,7 +128,12 @@ class Detector:
         Cheap enough for every batch: one query of the count, highest id and newest
         creation time of the rows (they are only added and removed, never edited) and the
         highest organisation id (a new customer). The shipped defaults always come first.
+        Customers' own Sigma filters are refreshed here too (:mod:`.customer_filters`), and
+        the correlation state saved when due (:mod:`.correlation_file`), between batches.
         """
+        if self.state_file is not None:
+            self.state_file.maybe_save(self.correlation)
+        filters_changed = refresh_customer_filters(self, s)
         version = tuple(
             s.execute(
                 select(
@@ -136,7 +145,7 @@ class Detector:
             ).one()
         )
         if version == self._tuning_version:
-            return False
+            return filters_changed
         rows = s.scalars(select(RuleTuning).order_by(RuleTuning.id)).all()
         owners = s.execute(
             select(Organization.id, Organization.provider_id).where(Organization.kind == "customer")
@@ -157,12 +166,7 @@ class Detector:
 
 def correlation_detection(hit: CorrelationHit) -> Detection:
     """相関検知: one correlation hit as a Detection (matched: group-by values and count)."""
-    info = hit.info
-    matched: dict[str, object] = dict(hit.group)
-    matched["count"] = hit.count
-    if hit.spec.field:
-        matched["field"] = hit.spec.field
-    return rule_detection(info, matched)
+    return rule_detection(hit.info, hit.matched())
 
 
 def usable_tunings(rows: Sequence[RuleTuning]) -> list[Tuning]:

@@ -58,11 +58,14 @@ def check_report(trees: list[RuleTree], refused: list[RuleRefusal]) -> dict[str,
     """What ``rules check`` prints, as data."""
     by_reason = Counter(reason_category(r.reason) for r in refused)
     notes = Counter(_QUOTED.sub("…", n) for t in trees for n in t.notes)
+    kinds = Counter(t.kind for t in trees)
     return {
         "loaded": len(trees),
         "refused": len(refused),
-        "loaded_windows": sum(1 for t in trees if t.windows),
-        "loaded_other_logsources": sum(1 for t in trees if not t.windows),
+        "loaded_windows": sum(1 for t in trees if t.kind == "rule" and t.windows),
+        "loaded_other_logsources": sum(1 for t in trees if t.kind == "rule" and not t.windows),
+        "loaded_correlations": kinds["correlation"],
+        "loaded_filters": kinds["filter"],
         "loaded_with_notes": sum(1 for t in trees if t.notes),
         "by_reason": dict(by_reason.most_common()),
         "notes": dict(notes.most_common()),
@@ -110,8 +113,9 @@ def rules_check_command(
     out.print(_summary(report))
     out.print(
         f"読込 / loaded {report['loaded']} (Windows {report['loaded_windows']}, other log "
-        f"sources {report['loaded_other_logsources']}, with notes "
-        f"{report['loaded_with_notes']}) · 使用不可 / refused {report['refused']}",
+        f"sources {report['loaded_other_logsources']}, 相関 / correlations "
+        f"{report['loaded_correlations']}, フィルタ / filters {report['loaded_filters']}, "
+        f"with notes {report['loaded_with_notes']}) · 使用不可 / refused {report['refused']}",
         markup=False,
     )
 

@@ -7,9 +7,11 @@ into rule ids once all rules are loaded. Evaluation over the event stream is in
 :mod:`otasuke.detect.sigma.correlation_state`.
 
 Supported: ``event_count``, ``value_count`` (with ``field``), ``temporal`` and
-``temporal_ordered``; ``group-by``, ``timespan``, ``aliases``, ``generate``, conditions
-``gt``/``gte``/``lt``/``lte``/``eq``/``neq``. Refused with a reason: ``value_sum``,
-``value_avg``, ``value_percentile``, ``value_median`` and extended (boolean) conditions.
+``temporal_ordered``; the numeric aggregates ``value_sum``, ``value_avg``,
+``value_percentile`` (with ``percentile``: 0–100) and ``value_median`` (all with ``field``,
+as pySigma 1.5.1 parses them); ``group-by``, ``timespan``, ``aliases``, ``generate``,
+conditions ``gt``/``gte``/``lt``/``lte``/``eq``/``neq``. Refused with a reason: extended
+(boolean) conditions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
 
 from otasuke.detect.sigma.values import Unsupported
 
-TYPES = ("event_count", "value_count", "temporal", "temporal_ordered")
+VALUE_TYPES = ("value_sum", "value_avg", "value_percentile", "value_median")
+"""Aggregates of a numeric field (数値集計): what the condition compares is the aggregate."""
+TYPES = ("event_count", "value_count", "temporal", "temporal_ordered", *VALUE_TYPES)
 OPERATORS = ("gt", "gte", "lt", "lte", "eq", "neq")
 
 
@@ -40,15 +44,24 @@ class CorrelationSpec:
     op: str
     """One of :data:`OPERATORS`."""
     count: int
+    """The condition's bound (a count, or for :data:`VALUE_TYPES` the aggregate's bound)."""
     field: str | None = None
-    """``value_count``: the field whose distinct values are counted."""
+    """``value_count``: the field whose distinct values are counted; :data:`VALUE_TYPES`:
+    the numeric field aggregated."""
     generate: bool = False
     """True: the referenced rules also raise their own alerts."""
     aliases: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     """(alias, ((rule reference, field in that rule's events), …)) for ``group-by``."""
+    percentile: int | None = None
+    """``value_percentile`` (0–100); ``value_median`` is the 50th."""
 
-    def holds(self, value: int) -> bool:
-        """The condition on a count (events, distinct values or rules seen)."""
+    @property
+    def numeric(self) -> bool:
+        """True for the aggregates of a numeric field (:data:`VALUE_TYPES`)."""
+        return self.type in VALUE_TYPES
+
+    def holds(self, value: float) -> bool:
+        """The condition on a count (events, distinct values, rules seen) or aggregate."""
         op, bound = self.op, self.count
         if op == "gt":
             return value > bound
@@ -91,10 +104,27 @@ def correlation_spec(rule: SigmaCorrelationRule) -> CorrelationSpec:
     field = condition.fieldref
     if isinstance(field, list):
         if len(field) != 1:
-            raise Unsupported("value_count over several fields is not supported")
+            raise Unsupported(f"{kind} over several fields is not supported")
         field = field[0]
     if kind == "value_count" and not field:
         raise Unsupported("value_count correlation without a condition field")
+    if kind in VALUE_TYPES and not field:
+        raise Unsupported(f"{kind} correlation without a condition field")
+    percentile = condition.percentile
+    if kind == "value_median":
+        percentile = 50
+    elif kind == "value_percentile":
+        if percentile is None:
+            raise Unsupported(
+                "value_percentile correlation without condition percentile (add e.g. "
+                "percentile: 95 beside field)"
+            )
+        if not 0 <= percentile <= 100:
+            raise Unsupported(
+                f"value_percentile correlation percentile {percentile} is not between 0 and 100"
+            )
+    else:
+        percentile = None
     aliases = tuple(
         (alias.alias, tuple((ref.reference, name) for ref, name in alias.mapping.items()))
         for alias in rule.aliases
@@ -109,6 +139,7 @@ def correlation_spec(rule: SigmaCorrelationRule) -> CorrelationSpec:
         field=field,
         generate=bool(rule.generate),
         aliases=aliases,
+        percentile=percentile,
     )
 
 

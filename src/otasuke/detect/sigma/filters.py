@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
@@ -26,6 +28,7 @@ from otasuke.detect.sigma.compile import Node, Predicate, from_pysigma, simplify
 from otasuke.detect.sigma.compile import predicate as build_predicate
 from otasuke.detect.sigma.mappings import LogSource
 from otasuke.detect.sigma.values import Unsupported
+from otasuke.errors import RuleError
 
 if TYPE_CHECKING:
     from otasuke.detect.sigma.rules import CompiledRule, RuleTree
@@ -74,6 +77,44 @@ def parse_filter(document: dict[str, Any]) -> tuple[SigmaFilter, FilterSpec, Nod
     if len(trees) != 1:
         raise Unsupported("a filter needs exactly one condition")
     return parsed, spec, simplify(trees[0])
+
+
+class FilterProblem(RuleError):
+    """A pasted filter that cannot be used; ``kind`` says which check failed.
+
+    ``kind``: ``yaml`` (not YAML; ``line`` set when known), ``documents`` (not exactly one
+    document), ``not_filter`` (no ``filter:`` section, or a ``detection:`` one), ``sigma``
+    (pySigma or our compiler refused it; ``message`` is their reason).
+    """
+
+    def __init__(self, kind: str, message: str, *, line: int | None = None) -> None:
+        super().__init__(message, field="document")
+        self.kind = kind
+        self.line = line
+
+
+def filter_from_text(text: str, where: str = "customer filter") -> RuleTree:
+    """顧客別フィルタ: one pasted Sigma filter document checked with pySigma, as a tree.
+
+    Raises :class:`FilterProblem` saying what is wrong.
+    """
+    from otasuke.detect.sigma.rules import RuleRefusal, _compile_filter
+
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise FilterProblem("yaml", str(err).splitlines()[0], line=line) from None
+    if len(documents) != 1:
+        raise FilterProblem("documents", f"{len(documents)} YAML documents")
+    [document] = documents
+    if not isinstance(document, dict) or not is_filter_document(document):
+        raise FilterProblem("not_filter", "no filter: section, or a detection: section")
+    compiled = _compile_filter(document, Path(where))
+    if isinstance(compiled, RuleRefusal):
+        raise FilterProblem("sigma", compiled.reason)
+    return compiled
 
 
 def _lower(value: str | None) -> str | None:

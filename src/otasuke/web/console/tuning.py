@@ -1,5 +1,10 @@
 """ルール調整 (rule tuning) pages: per customer and provider-wide (issue 4 point 6).
 
+A customer's page also holds its Sigma filters (顧客別フィルタ, issue 4 point 1): pasted
+YAML, checked with pySigma (a mistake is explained in Japanese, naming what to fix),
+stored in ``customer_filters`` with an audit entry and applied by the detector to that
+customer's events only (:mod:`otasuke.detect.customer_filters`).
+
 Analysts and provider administrators (TRIAGE_INCIDENTS) disable a rule, add an
 exception or override a level, each with a reason; every addition and removal writes an
 audit entry (REQ-LAW). Rows belong to the viewer's provider; another provider's
@@ -21,8 +26,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from otasuke import audit
-from otasuke.db.models import Organization, RuleTuning
+from otasuke.db.models import CustomerFilter, Organization, RuleTuning
 from otasuke.detect.detection import SIGMA_LEVELS
+from otasuke.detect.sigma.filters import FilterProblem, filter_from_text
 from otasuke.detect.sigma.rules import BUNDLED_DIR
 from otasuke.detect.tuning import TuningAction, TuningError, make_tuning, shipped_source
 from otasuke.detect.tuning import shipped_tunings as shipped
@@ -37,6 +43,17 @@ router = APIRouter(dependencies=[Depends(check_csrf)], include_in_schema=False)
 Tuner = Annotated[CurrentUser, Depends(needs(Permission.TRIAGE_INCIDENTS))]
 Text = Annotated[str, Form()]
 RULE_LINE = re.compile(r"^(id|title):\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+FILTER_EXAMPLE = """title: 保守業者によるログ消去は除外
+logsource:
+    product: windows
+filter:
+    rules:
+        - 100ef69e-3327-481c-8e5c-6d80d9507556
+    selection:
+        SubjectUserName|endswith: '-maint'
+    condition: not selection
+"""
 
 
 def action_labels() -> dict[str, str]:
@@ -117,6 +134,8 @@ def page(
     *,
     form: dict[str, str] | None = None,
     error: str | None = None,
+    filter_form: dict[str, str] | None = None,
+    filter_error: str | None = None,
 ) -> Response:
     return render(
         request,
@@ -132,8 +151,12 @@ def page(
             "levels": SIGMA_LEVELS,
             "form": form or {},
             "error": error,
+            "filters": filters_of(s, user, customer) if customer is not None else [],
+            "filter_form": filter_form or {},
+            "filter_error": filter_error,
+            "filter_example": FILTER_EXAMPLE,
         },
-        status_code=400 if error else 200,
+        status_code=400 if error or filter_error else 200,
     )
 
 
@@ -282,3 +305,137 @@ def customer_remove(
 ) -> Response:
     customer = access_customer_by_slug(s, user.viewer, slug)
     return remove(s, user, customer, tuning_id, reason)
+
+
+def filters_of(s: DbSession, user: CurrentUser, customer: Organization) -> list[CustomerFilter]:
+    query = select(CustomerFilter).where(
+        CustomerFilter.provider_id == user.provider_id,
+        CustomerFilter.customer_id == customer.id,
+    )
+    return list(s.scalars(query.order_by(CustomerFilter.id)))
+
+
+def access_filter_by_id(
+    s: DbSession, user: CurrentUser, filter_id: int, customer: Organization
+) -> CustomerFilter:
+    """One of this provider's filters of this customer, else 404."""
+    row = s.scalar(
+        select(CustomerFilter).where(
+            CustomerFilter.id == filter_id,
+            CustomerFilter.provider_id == user.provider_id,
+            CustomerFilter.customer_id == customer.id,
+        )
+    )
+    if row is None:
+        raise NotFound(_("No such filter."), field="filter")
+    return row
+
+
+def filter_problem_message(err: FilterProblem) -> str:
+    """What is wrong with a pasted filter and what to do, in the viewer's language."""
+    if err.kind == "yaml":
+        if err.line is not None:
+            return _(
+                "The filter is not valid YAML (line {line}). Check the indentation and "
+                "quoting there, then add it again."
+            ).format(line=err.line)
+        return _(
+            "The filter is not valid YAML. Check the indentation and quoting, then add it again."
+        )
+    if err.kind == "documents":
+        return _(
+            "Paste exactly one filter (found {count} YAML documents). Add each filter separately."
+        ).format(count=err.message.split()[0])
+    if err.kind == "not_filter":
+        return _(
+            "This is not a Sigma filter: it needs a filter: section (rules:, a selection and "
+            "condition:) and no detection: section. Start from the example below."
+        )
+    return _(
+        "pySigma refused the filter: {detail}. Correct that part of the YAML and add it again."
+    ).format(detail=err.message.removeprefix("pySigma: "))
+
+
+def checked_filter(request: Request, document: str) -> tuple[str, str]:
+    """(title, message): the filter's title, or a message saying what to fix."""
+    try:
+        tree = filter_from_text(document)
+    except FilterProblem as err:
+        return "", filter_problem_message(err)
+    known = known_rules(request)
+    spec = tree.filter
+    unknown = (
+        [r for r in (spec.rules or ()) if UUID.match(r) and r not in known]
+        if spec is not None
+        else []
+    )
+    if unknown:
+        return "", _(
+            "filter: rules: names no loaded rule ({reference}). Use a rule id shown on "
+            "this page or in the alert."
+        ).format(reference=unknown[0])
+    return tree.info.title or _("Filter"), ""
+
+
+@router.post("/console/customers/{slug}/filters")
+def customer_filter_add(
+    request: Request,
+    slug: str,
+    s: DbSession,
+    user: Tuner,
+    document: Text = "",
+    reason: Text = "",
+) -> Response:
+    """顧客別フィルタの追加: check the YAML with pySigma, store it, audit it."""
+    customer = access_customer_by_slug(s, user.viewer, slug)
+    form = {"document": document, "reason": reason}
+    if not reason.strip():
+        message = _("Say why (the reason is kept in the audit log).")
+        return page(request, s, user, customer, filter_form=form, filter_error=message)
+    title, message = checked_filter(request, document)
+    if message:
+        return page(request, s, user, customer, filter_form=form, filter_error=message)
+    row = CustomerFilter(
+        provider_id=user.provider_id,
+        customer_id=customer.id,
+        title=title[:256],
+        document=document,
+        reason=reason.strip(),
+        created_by=user.email,
+    )
+    s.add(row)
+    s.flush()
+    audit.record(
+        s,
+        user.viewer,
+        "customer_filter.add",
+        f"filter:{row.id}",
+        customer_id=customer.id,
+        filter_id=row.id,
+        title=row.title,
+        document=row.document,
+        reason=row.reason,
+    )
+    return RedirectResponse(url_of(customer) + "#filters", status_code=303)
+
+
+@router.post("/console/customers/{slug}/filters/{filter_id}/remove")
+def customer_filter_remove(
+    slug: str, filter_id: int, s: DbSession, user: Tuner, reason: Text = ""
+) -> Response:
+    customer = access_customer_by_slug(s, user.viewer, slug)
+    row = access_filter_by_id(s, user, filter_id, customer)
+    audit.record(
+        s,
+        user.viewer,
+        "customer_filter.remove",
+        f"filter:{row.id}",
+        customer_id=customer.id,
+        filter_id=row.id,
+        title=row.title,
+        document=row.document,
+        reason=reason.strip() or _("(no reason given)"),
+        added_reason=row.reason,
+    )
+    s.delete(row)
+    return RedirectResponse(url_of(customer) + "#filters", status_code=303)
