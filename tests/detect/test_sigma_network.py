@@ -9,7 +9,7 @@ import pytest
 
 from otasuke.detect.sigma import RuleSet, default_cache_dir, default_rule_paths
 from otasuke.ingest.event import Event
-from otasuke.ingest.parsers import FileParser, ParseContext
+from otasuke.ingest.parsers import FileParser, ParseContext, get_parser
 from otasuke.ingest.parsers.auditd import AuditdParser
 from otasuke.ingest.parsers.suricata import SuricataEveParser
 from otasuke.ingest.parsers.zeek import ZeekParser
@@ -125,3 +125,57 @@ def test_windows_rule_is_not_evaluated_on_a_zeek_event_carrying_its_fields(
         {**ZEEK_DNS, "_path": "dns", "Image": "C:\\Windows\\System32\\whoami.exe", "EventID": 1}
     )
     assert all(not p.startswith(str(BUNDLED / "windows")) for p in rule_ids(bundled, event))
+
+
+# --- firewall and Linux syslog sources (mappings.py) --------------------------------------
+
+CLEARTEXT = BUNDLED / "network" / "firewall" / "net_firewall_cleartext_protocols.yml"
+SSHD_SUSP = BUNDLED / "linux" / "builtin" / "sshd" / "lnx_sshd_susp_ssh.yml"
+CRONTAB = BUNDLED / "linux" / "builtin" / "cron" / "lnx_cron_crontab_file_modification.yml"
+
+FIREWALL_LINES = {
+    # a permitted telnet (23) connection, one line per firewall format
+    "paloalto": "<14>Nov 24 10:00:00 PA-220 1,2026/11/24 10:00:00,012801000000,TRAFFIC,end,"
+    "2561,2026/11/24 10:00:00,192.168.1.20,203.0.113.7,0.0.0.0,0.0.0.0,allow-out,,,telnet,"
+    "vsys1,trust,untrust,ethernet1/2,ethernet1/1,fwd,2026/11/24 10:00:00,33164,1,51234,23,"
+    "0,0,0x400000,tcp,allow,5000,3000,2000,20,2026/11/24 09:59:50,9,any,0,1234,0x0,"
+    "192.168.0.0-192.168.255.255,Japan,0,11,9,tcp-fin",
+    "cisco_asa": "<166>Nov 24 2026 10:00:00 ASA-5506 : %ASA-6-302013: Built outbound TCP "
+    "connection 4211 for outside:203.0.113.7/23 (203.0.113.7/23) to inside:192.168.1.20/51234 "
+    "(198.51.100.2/51234)",
+    "filterlog": "<134>Nov 24 10:00:00 pfSense filterlog[123]: 5,,,1000000103,igb1,match,pass,"
+    "out,4,0x0,,64,0,0,DF,6,tcp,60,192.168.1.20,203.0.113.7,51234,23,0,S,1,,64240,,mss",
+    "iptables": "<4>Nov 24 10:00:00 gw kernel: [12345.678] ACCEPT IN=eth1 OUT=eth0 "
+    "SRC=192.168.1.20 DST=203.0.113.7 LEN=60 TOS=0x00 PREC=0x00 TTL=63 ID=1 DF PROTO=TCP "
+    "SPT=51234 DPT=23 WINDOW=64240 RES=0x00 SYN URGP=0",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FIREWALL_LINES))
+def test_firewall_category_rule_fires_on_each_firewall_format(fmt: str) -> None:
+    """REQ-MON-NET: a `category: firewall` rule sees every UTM/firewall parser's traffic."""
+    rules = RuleSet.load([CLEARTEXT])
+    event = get_parser(fmt).parse(FIREWALL_LINES[fmt], CTX)
+    assert rule_ids(rules, event) == {str(CLEARTEXT)}, event.fields
+    on_443 = FIREWALL_LINES[fmt].replace("/23 ", "/443 ").replace("/23)", "/443)")
+    on_443 = on_443.replace("DPT=23 ", "DPT=443 ").replace(",51234,23,", ",51234,443,")
+    assert rule_ids(rules, get_parser(fmt).parse(on_443, CTX)) == set()
+
+
+def test_sshd_keyword_rule_fires_on_sshd_lines_only() -> None:
+    rules = RuleSet.load([SSHD_SUSP])
+    line = "<38>Nov 24 10:00:00 web01 sshd[811]: fatal: buffer_get_string: bad string length 1"
+    assert rule_ids(rules, get_parser("sshd").parse(line, CTX)) == {str(SSHD_SUSP)}
+    calm = "<38>Nov 24 10:00:00 web01 sshd[811]: Accepted publickey for deploy from 10.0.0.5"
+    assert rule_ids(rules, get_parser("sshd").parse(calm, CTX)) == set()
+    # the same words from a UTM's own format are not an sshd log
+    utm = 'date=2026-11-24 time=10:00:00 type=event msg="fatal: buffer_get_string: bad string"'
+    assert rule_ids(rules, get_parser("fortigate").parse(utm, CTX)) == set()
+
+
+def test_program_service_rule_fires_on_that_program_only() -> None:
+    rules = RuleSet.load([CRONTAB])
+    cron = "<78>Nov 24 10:00:00 web01 crontab[2211]: (root) REPLACE (root)"
+    assert rule_ids(rules, get_parser("syslog").parse(cron, CTX)) == {str(CRONTAB)}
+    other = "<14>Nov 24 10:00:00 web01 myapp[7]: REPLACE (root)"
+    assert rule_ids(rules, get_parser("syslog").parse(other, CTX)) == set()

@@ -73,10 +73,20 @@ def test_utm_line_to_customer_mail(
     assert mail["To"] == "suzuki@tokai-parts.example.jp"
     text = mail.get_body().get_content()  # type: ignore[union-attr]
     assert "マルウェア" in text or "ウイルス" in text
+
+
+    def recorded() -> tuple[str, datetime, datetime | None] | None:
+        """The incident once its mail is recorded (the server has it before the commit)."""
+        with sqlite_db.session() as s:
+            inc = s.scalars(select(Incident)).one()
+            if inc.notified_at is None:
+                return None
+            return inc.severity, inc.notified_at, inc.notify_deadline
+
+    severity, notified_at, deadline = wait_for(recorded, timeout=30)
+    assert severity == "serious"
+    assert deadline is not None and notified_at <= deadline
     with sqlite_db.session() as s:
-        inc = s.scalars(select(Incident)).one()
-        assert inc.severity == "serious" and inc.notified_at is not None
-        assert inc.notify_deadline is not None and inc.notified_at <= inc.notify_deadline
         assert s.scalars(select(QuarantinedRecord)).one().field == "raw"
     print(f"ingest → mail received: {latency:.2f} s")
 

@@ -19,8 +19,26 @@ Suricata ``dns``               (suricata, dns, –)                    query, an
 Suricata ``http``              (suricata, proxy, –)                  c-uri, cs-host, …
 Suricata ``flow``/``netflow``  (suricata, firewall, –)               dst_ip, dst_port
 FortiGate ``traffic``          (fortinet, firewall, –)               src_ip, dst_ip, …
+PAN-OS ``TRAFFIC``             (paloalto, firewall, –)               src_ip, dst_ip, …_port
+Cisco ASA connection messages  (cisco, firewall, asa)                (already Sigma names)
+SonicWall with addresses       (sonicwall, firewall, –)              (already Sigma names)
+Sophos XG ``Firewall``         (sophos, firewall, –)                 (already Sigma names)
+pfSense/OPNsense filterlog     (pfsense, firewall, filterlog)        (already Sigma names)
+iptables / firewalld           (linux, firewall, iptables)           src_ip, dst_ip, …_port
 auditd                         (linux, –, auditd)                    –
+sshd                           (linux, –, sshd) and (linux, –, auth) –
+other syslog (Linux hosts)     (linux, –, syslog) and (linux, –,     –
+                               <program>) for cron, sudo, vsftpd,
+                               clamav, guacamole
 =============================  ====================================  ========================
+
+Every firewall source also gets ``blocked`` (``"true"``/``"false"``) from its own verdict
+(``action``, Sophos ``status``): Sigma's generic firewall rules ask for it where vendors'
+words differ (``allow``, ``pass``, ``accept``, ``built`` … against ``deny``, ``drop`` …).
+
+Linux rules written for ``product: linux`` with no service are mostly keyword searches
+(``keywords:`` over every value): they see sshd and plain syslog lines, never a UTM's
+lines, whose formats have parsers of their own above.
 """
 
 from __future__ import annotations
@@ -94,6 +112,62 @@ _FORTIGATE = {
     "src_port": ("srcport",),
     "dst_port": ("dstport",),
 }
+_PALOALTO = {
+    "src_ip": ("src",),
+    "dst_ip": ("dst",),
+    "src_port": ("sport",),
+    "dst_port": ("dport",),
+}
+_IPTABLES = {
+    "src_ip": ("SRC",),
+    "dst_ip": ("DST",),
+    "src_port": ("SPT",),
+    "dst_port": ("DPT",),
+}
+_FIREWALL_PRODUCTS = {
+    SourceFormat.CISCO_ASA: LogSource("cisco", "firewall", "asa"),
+    SourceFormat.SONICWALL: LogSource("sonicwall", "firewall"),
+    SourceFormat.FILTERLOG: LogSource("pfsense", "firewall", "filterlog"),
+}
+"""Parsers that already name addresses and ports as Sigma does: firewall when they have them."""
+_SYSLOG_PROGRAMS = {
+    "cron": "cron",
+    "crond": "cron",
+    "crontab": "cron",
+    "sudo": "sudo",
+    "vsftpd": "vsftpd",
+    "clamd": "clamav",
+    "freshclam": "clamav",
+    "clamav": "clamav",
+    "guacd": "guacamole",
+    "guacamole": "guacamole",
+}
+"""Syslog program names → the Sigma ``service`` of Linux rules written for them."""
+
+
+_ALLOWED = frozenset(
+    {"allow", "allowed", "accept", "accepted", "pass", "permit", "permitted", "built", "forward"}
+    | {"close", "timeout", "client-rst", "server-rst"}  # FortiGate: a session that was let through
+)
+_BLOCKED = frozenset(
+    {"deny", "denied", "drop", "dropped", "block", "blocked", "reject", "rejected"}
+    | {"reset-both", "reset-client", "reset-server"}
+)
+
+
+def _firewall(
+    fields: Mapping[str, Any], table: Mapping[str, tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """A firewall record's fields with Sigma's names and ``blocked`` from its verdict."""
+    out = _aliased(fields, table or {})
+    if "blocked" not in out:
+        verdict = out.get("action") or out.get("status")
+        word = verdict.lower() if isinstance(verdict, str) else None
+        if word in _ALLOWED:
+            out["blocked"] = "false"
+        elif word in _BLOCKED:
+            out["blocked"] = "true"
+    return out
 
 
 def is_zeek(event: Event) -> bool:
@@ -127,13 +201,40 @@ def sigma_event(event: Event) -> tuple[EventSources, Mapping[str, Any]]:
         return _suricata(fields)
     if fmt is SourceFormat.FORTIGATE:
         if fields.get("type") == "traffic":
-            return (LogSource("fortinet", "firewall"),), _aliased(fields, _FORTIGATE)
+            return (LogSource("fortinet", "firewall"),), _firewall(fields, _FORTIGATE)
         return (), fields
     if is_zeek(event):
         return _zeek(fields)
     if is_auditd(event):
         return (LogSource("linux", None, "auditd"),), fields
+    if fmt in _FIREWALL_PRODUCTS:
+        if "dst_ip" in fields or "dst_port" in fields:
+            return (_FIREWALL_PRODUCTS[fmt],), _firewall(fields)
+        return (), fields
+    if fmt is SourceFormat.PALOALTO:
+        if fields.get("type") == "TRAFFIC":
+            return (LogSource("paloalto", "firewall"),), _firewall(fields, _PALOALTO)
+        return (), fields
+    if fmt is SourceFormat.SOPHOS:
+        if fields.get("log_type") == "Firewall":
+            return (LogSource("sophos", "firewall"),), _firewall(fields)
+        return (), fields
+    if fmt is SourceFormat.IPTABLES:
+        return (LogSource("linux", "firewall", "iptables"),), _firewall(fields, _IPTABLES)
+    if fmt is SourceFormat.SSHD:
+        return (LogSource("linux", None, "sshd"), LogSource("linux", None, "auth")), fields
+    if fmt is SourceFormat.SYSLOG:
+        return _linux_syslog(fields), fields
     return (), fields
+
+
+def _linux_syslog(fields: Mapping[str, Any]) -> EventSources:
+    """A plain syslog line: Linux ``syslog``, and the program's own service where known."""
+    program = fields.get("app")
+    service = _SYSLOG_PROGRAMS.get(program.lower()) if isinstance(program, str) else None
+    if service is None:
+        return (LogSource("linux", None, "syslog"),)
+    return (LogSource("linux", None, "syslog"), LogSource("linux", None, service))
 
 
 def _zeek(fields: Mapping[str, Any]) -> tuple[EventSources, Mapping[str, Any]]:
@@ -155,7 +256,7 @@ def _suricata(fields: Mapping[str, Any]) -> tuple[EventSources, Mapping[str, Any
     if kind == "http":
         return (LogSource("suricata", "proxy"),), _aliased(fields, _SURICATA_HTTP)
     if kind in ("flow", "netflow"):
-        return (LogSource("suricata", "firewall"),), _aliased(fields, _SURICATA_FLOW)
+        return (LogSource("suricata", "firewall"),), _firewall(fields, _SURICATA_FLOW)
     return (), fields
 
 
