@@ -340,3 +340,25 @@ def test_compiled_prefilters_are_cached_and_a_damaged_entry_is_rebuilt(tmp_path:
     entries[0].write_bytes(b"not a database")
     assert build_bucket(["a", "b"], literals, cache_dir=tmp_path).candidates(event) == [0, 1]
     assert entries[0].read_bytes() != b"not a database"
+
+
+_VALUES = st.one_of(
+    st.text(max_size=8),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.lists(st.one_of(st.text(max_size=4), st.integers(), st.none()), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=6), _VALUES, max_size=8))
+def test_event_view_is_the_same_the_first_and_the_second_time(fields: dict[str, Any]) -> None:
+    """The first view of new field names learns them; the next takes the fast path."""
+    first, second = EventView(fields), EventView(fields)
+    assert first.original == second.original
+    assert first.search_text() == second.search_text()
+    assert first.all_values(cased=False) == second.all_values(cased=False)
+    for name in first.original:
+        assert first.lower[name] == second.lower[name]

@@ -61,6 +61,13 @@ def _scalar_text(value: Any) -> str | None:
     return str(value)
 
 
+_NAMES: dict[str, str] = {}
+"""Field name → lowercased name, for every name seen without a space (EVTX has a few
+hundred); no more than :data:`_MAX_NAMES` are kept, so odd JSON cannot grow it forever."""
+_MAX_NAMES = 100_000
+_STR = frozenset({str})
+
+
 class Lowered(dict[str, Text]):
     """An event's values lowercased, each made when a rule first looks at that field.
 
@@ -98,10 +105,40 @@ class EventView:
     __slots__ = ("_all_lower", "_all_original", "_scalar", "_search_text", "lower", "original")
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
-        original: dict[str, Text] = {}
+        try:  # the usual case: every field name seen before (one dict built in C)
+            original: dict[str, Any] = {_NAMES[key]: value for key, value in fields.items()}
+        except KeyError:
+            self._init_learning(fields)
+            return
         scalar = True  # every value a string: the dict's values are the value list
+        if not _STR.issuperset(map(type, original.values())):
+            for name, value in original.items():  # values replaced in place, keys unchanged
+                kind = type(value)
+                if kind is str:
+                    continue
+                if kind is int:
+                    original[name] = str(value)
+                else:
+                    text = text_of(value)
+                    if type(text) is not str:
+                        scalar = False
+                    original[name] = text
+        self.original: dict[str, Text] = original
+        self.lower = Lowered(original)
+        self._scalar = scalar
+        self._all_lower: list[str] | None = None
+        self._all_original: list[str] | None = None
+        self._search_text: str | None = None
+
+    def _init_learning(self, fields: Mapping[str, Any]) -> None:
+        """The general path; it also remembers the lowercased names for the fast one."""
+        original: dict[str, Text] = {}
+        scalar = True
+        learn = len(_NAMES) < _MAX_NAMES
         for key, value in fields.items():
             name = key.lower()
+            if learn and " " not in name:  # names with spaces always take this path
+                _NAMES[key] = name
             kind = type(value)
             if kind is str:
                 original[name] = value
@@ -119,9 +156,9 @@ class EventView:
         self.original = original
         self.lower = Lowered(original)
         self._scalar = scalar
-        self._all_lower: list[str] | None = None
-        self._all_original: list[str] | None = None
-        self._search_text: str | None = None
+        self._all_lower = None
+        self._all_original = None
+        self._search_text = None
 
     def all_values(self, *, cased: bool) -> list[str]:
         """Every value of every field (for keyword searches), flattened."""
