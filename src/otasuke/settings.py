@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     """Address the web server listens on."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port the web server listens on."""
-    base_url: str = "http://127.0.0.1:8000"
-    """Public address of the console, used for links in mails."""
+    base_url: str | None = None
+    """Public address of the console, used for links in mails (e.g.
+    https://soc.example.jp); unset means http://<host>:<port>."""
     secret_key: str | None = None
     """Key that signs session cookies; unset means one is made and kept in <data_dir>/secret.key."""
     cookie_secure: bool = False
@@ -171,6 +172,11 @@ class Settings(BaseSettings):
         if toml.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+    @property
+    def public_url(self) -> str:
+        """Where people reach the console and portal: ``base_url``, else host and port."""
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def effective_database_url(self) -> str:

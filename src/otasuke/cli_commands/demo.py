@@ -47,7 +47,7 @@ def demo_command(
     result = run_pipeline(db, settings)
     print_summary(accepted, result)
     db.dispose()
-    url = settings.base_url
+    url = settings.public_url
     table = Table(title="デモのログイン / demo logins (password: " + DEMO_PASSWORD + ")")
     table.add_column("e-mail")
     table.add_column("role")

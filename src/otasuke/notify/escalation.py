@@ -79,7 +79,7 @@ def escalation_message(
                 _("Where: {host}").format(host=incident.host or "-"),
                 _("Notification deadline: {time} (Japan time)").format(time=deadline),
                 _("Please contact the customer by phone now and record it in the console."),
-                f"{settings.base_url}/console/incidents/{incident.id}",
+                f"{settings.public_url}/console/incidents/{incident.id}",
             ]
         )
     msg = EmailMessage()

@@ -71,7 +71,7 @@ def build_message(
                 phone=settings.desk_phone, mail=settings.desk_email
             ),
             _("Incident number: {number}").format(number=incident.id),
-            _("Details: {url}").format(url=f"{settings.base_url}/portal/incidents/{incident.id}"),
+            _("Details: {url}").format(url=f"{settings.public_url}/portal/incidents/{incident.id}"),
             "",
             "――",
             _("For your IT contact: what was detected"),
