@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select
 
 from otasuke import metrics
@@ -232,6 +233,11 @@ def test_malformed_sessions_are_closed_counted_and_nothing_stored(
     assert any("relp_max_data_bytes (4096)" in r for r in reasons), reasons
     assert any("before open" in r for r in reasons), reasons
     assert running.relp.stats.acknowledged == 0 and running.stored() == []
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics.METRICS)
+    scraped = generate_latest(registry).decode()
+    line = f'otasuke_receiver_sessions_malformed_total{{transport="relp"}} {before + len(MALFORMED):.1f}'
+    assert line in scraped, scraped
 
 
 def test_oversize_frame_after_good_ones_keeps_those_answered(running: Running) -> None:
