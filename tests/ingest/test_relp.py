@@ -26,6 +26,7 @@ from otasuke import metrics
 from otasuke.db.engine import Database
 from otasuke.db.models import QuarantinedRecord, StoredEvent
 from otasuke.demo.seed import demo_sensor, seed_demo
+from otasuke.errors import OtasukeError
 from otasuke.ingest.receivers.relp import (
     RelpConfig,
     RelpDecoder,
@@ -269,6 +270,32 @@ def test_unknown_peer_is_quarantined_with_transport_relp(running: Running) -> No
     assert row.location.startswith(f"syslog relp from {STRANGER_IP}")
 
 
+def test_stop_tells_open_sessions_serverclose(
+    settings: Settings, sqlite_db: Database, tmp_path: Path
+) -> None:
+    r = start(settings, sqlite_db, tmp_path / "spool")
+    try:
+        client = Client(r.port)
+        client.open()
+        client.send(frame(2, "syslog", fortigate(1)))
+        assert client.read(1) == [RelpFrame(2, "rsp", b"200 OK")]
+        r.relp.stop()
+        assert client.read(1) == [RelpFrame(0, "serverclose", b"")]
+        assert client.closed_by_server()
+        client.close()
+        # a port in use is refused naming the setting
+        with pytest.raises(OtasukeError, match="relp_port: the RELP receiver cannot listen"):
+            taken = socket.socket()
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            try:
+                start_relp(settings, r.syslog, RelpConfig(port=taken.getsockname()[1]))
+            finally:
+                taken.close()
+    finally:
+        r.syslog.stop()
+
+
 # --- the frame parser, fuzzed -----------------------------------------------------------
 
 COMMANDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=32)
@@ -323,3 +350,20 @@ def test_a_frame_whose_trailer_is_not_lf_is_refused(
     bad = frame(txnr, command, data)[:-1] + trailer
     with pytest.raises(RelpFramingError):
         RelpDecoder(1024).feed(bad + b"1 close 0\n")
+
+
+@hsettings(max_examples=500, deadline=None)
+@given(FRAMES, st.integers(0, 10_000), st.binary(min_size=1, max_size=3), st.booleans())
+def test_a_damaged_valid_stream_parses_or_is_refused_never_crashes(
+    frames: list[tuple[int, str, bytes]], at: int, junk: bytes, replace: bool
+) -> None:
+    stream = b"".join(frame(t, c, d) for t, c, d in frames) + frame(1, "close")
+    at %= len(stream)
+    damaged = stream[:at] + junk + stream[at + (len(junk) if replace else 0) :]
+    decoder = RelpDecoder(1024)
+    try:
+        got = decoder.feed(damaged)
+    except RelpFramingError:
+        return
+    for f in got:  # what parses is well-formed
+        assert f.command.isalpha() and len(f.command) <= 32 and len(f.data) <= 1024

@@ -343,6 +343,14 @@ def start_relp(
     if config.port is None:
         return None
     server = RelpServer(config, syslog.receiver)
-    syslog.run_in_loop(server.start())
+    try:
+        syslog.run_in_loop(server.start())
+    except OSError as err:
+        raise OtasukeError(
+            f"the RELP receiver cannot listen on {config.host}:{config.port}: {err}",
+            field="relp_port",
+            hint="another process uses the port, or the address is not this machine's: "
+            "change OTASUKE_RELP_PORT / OTASUKE_RELP_HOST, or unset OTASUKE_RELP_PORT",
+        ) from err
     log.info("relp receiver: %s:%s", config.host, server.port)
     return RelpHandle(server, syslog)
