@@ -42,6 +42,7 @@ from tests.e2e.test_stock_clients import (
     seeded,  # noqa: F401  (the module fixture: a seeded data folder)
     seq_counts,
 )
+from tests.ingest.test_syslog_tls import Cert, cert  # noqa: F401  (fixture)
 
 OMRELP = next(
     (
@@ -60,7 +61,7 @@ KILL_AT = 1000
 """Lines stored before ``otasuke serve`` is killed."""
 
 
-def relp_conf(work: Path, source: Path, port: int) -> str:
+def relp_conf(work: Path, source: Path, port: int, tls: str = "") -> str:
     """The rsyslog configuration of docs/operator/sources.md (RELP), imfile as input."""
     return f"""
 global(workDirectory="{work}" maxMessageSize="64k")
@@ -69,7 +70,7 @@ module(load="omrelp")
 input(type="imfile" File="{source}" Tag="fortigate" Facility="local0" Severity="notice"
       ruleset="forward")
 ruleset(name="forward") {{
-  action(type="omrelp" target="127.0.0.1" port="{port}"
+  action(type="omrelp" target="127.0.0.1" port="{port}" {tls}
          template="RSYSLOG_SyslogProtocol23Format"
          queue.type="LinkedList" queue.filename="otasuke_relp" queue.maxDiskSpace="1g"
          queue.saveOnShutdown="on" action.resumeRetryCount="-1" action.resumeInterval="1")
@@ -78,12 +79,15 @@ ruleset(name="forward") {{
 
 
 class RelpRsyslog(Rsyslog):
+    tls: str = ""
+    """omrelp's TLS parameters, if any."""
+
     def start(self, port: int, framing: str = "relp") -> None:
         assert RSYSLOGD is not None
         work = self.root / "work"
         work.mkdir(exist_ok=True)
         conf = self.root / "rsyslog.conf"
-        conf.write_text(relp_conf(work, self.source, port))
+        conf.write_text(relp_conf(work, self.source, port, self.tls))
         check = subprocess.run(
             [RSYSLOGD, "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=30
         )
@@ -112,9 +116,9 @@ def rsyslog_relp(tmp_path: Path) -> Iterator[RelpRsyslog]:
         daemon.stop()
 
 
-@pytest.fixture
-def serve_relp(tmp_path: Path, seeded: Path) -> Iterator[Serve]:  # noqa: F811
-    """``otasuke serve`` with its RELP receiver on a free port; a FortiGate at 127.0.0.1."""
+def start_serve_relp(tmp_path: Path, seeded: Path, **extra: str) -> Serve:  # noqa: F811
+    """``otasuke serve`` with its RELP receiver on a free port; a FortiGate at 127.0.0.1.
+    ``extra``: more OTASUKE_* settings; OTASUKE_RELP_TLS_PORT makes ``.syslog`` that port."""
     data = tmp_path / "data"
     shutil.copytree(seeded, data)
     db = Database(Settings(data_dir=data).effective_database_url)
@@ -140,16 +144,24 @@ def serve_relp(tmp_path: Path, seeded: Path) -> Iterator[Serve]:  # noqa: F811
         "OTASUKE_RELP_PORT": str(relp),
         "OTASUKE_RULES_PATHS": json.dumps([str(rules)]),
         "OTASUKE_IOC_PATHS": json.dumps([str(iocs)]),
+        **extra,
     }
     for name in ("OTASUKE_DATABASE_URL", "OTASUKE_BUS_URL", "OTASUKE_SMTP_HOST"):
         env.pop(name, None)
-    serve = Serve(tmp_path, db, sensor_id, env, web, relp)  # .syslog is the RELP port here
+    port = int(extra.get("OTASUKE_RELP_TLS_PORT", relp))
+    serve = Serve(tmp_path, db, sensor_id, env, web, port)  # .syslog is the RELP port here
     serve.start()
+    return serve
+
+
+@pytest.fixture
+def serve_relp(tmp_path: Path, seeded: Path) -> Iterator[Serve]:  # noqa: F811
+    serve = start_serve_relp(tmp_path, seeded)
     try:
         yield serve
     finally:
         serve.stop()
-        db.dispose()
+        serve.db.dispose()
 
 
 def relp_received(web: int) -> float:
@@ -217,3 +229,40 @@ def test_rsyslog_omrelp_loses_nothing_across_a_serve_kill_and_restart(
     assert all(r.source_format == "fortigate" for r in rows)
     assert after_restart > 0  # /metrics counts what RELP received since the restart
     assert serve_relp.quarantined() == []
+
+
+def test_rsyslog_omrelp_over_tls(
+    tmp_path: Path,
+    seeded: Path,  # noqa: F811
+    cert: Cert,  # noqa: F811
+    rsyslog_relp: RelpRsyslog,
+) -> None:
+    """RELP over TLS with the syslog TLS certificate; rsyslog verifies it against the CA."""
+    serve = start_serve_relp(
+        tmp_path,
+        seeded,
+        OTASUKE_RELP_TLS_PORT=str(free_port()),
+        OTASUKE_SYSLOG_TLS_CERTFILE=str(cert.certfile),
+        OTASUKE_SYSLOG_TLS_KEYFILE=str(cert.keyfile),
+    )
+    try:
+        rsyslog_relp.tls = (
+            # librelp (GnuTLS) offers only anonymous cipher suites without a certificate
+            # of its own: give it one (Otasuke does not ask for it nor check it)
+            f'tls="on" tls.caCert="{cert.certfile}" tls.myCert="{cert.certfile}" '
+            f'tls.myPrivKey="{cert.keyfile}" tls.authMode="name" tls.permittedPeer=["127.0.0.1"]'
+        )
+        rsyslog_relp.append([fortigate_line(seq) for seq in range(1, 201)])
+        rsyslog_relp.start(serve.syslog)
+        try:
+            wait_for(lambda: serve.count() >= 200, timeout=30)
+        except AssertionError as err:
+            raise AssertionError(
+                f"{err}: {serve.count()}\n{rsyslog_relp.log()}\n{serve.log()}"
+            ) from None
+        seqs = seq_counts(serve.rows())
+        print(f"\nrsyslog omrelp over TLS: sent=200 found={len(seqs)} stored={sum(seqs.values())}")
+        assert sorted(seqs) == list(range(1, 201)) and set(seqs.values()) == {1}
+    finally:
+        serve.stop()
+        serve.db.dispose()

@@ -10,6 +10,7 @@ Real rsyslog ``omrelp`` across a crash: tests/e2e/test_relp.py. REQ-MON-NET.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from otasuke.ingest.receivers.relp import (
 from otasuke.ingest.receivers.syslog import SyslogConfig, SyslogHandle, start_syslog
 from otasuke.settings import Settings
 from tests.conftest import wait_for
+from tests.ingest.test_syslog_tls import Cert, cert  # noqa: F401  (fixture)
 
 TOKAI_IP, STRANGER_IP = "127.0.0.1", "127.0.0.3"
 OPEN = b"relp_version=0\nrelp_software=test\ncommands=syslog"
@@ -294,6 +296,56 @@ def test_stop_tells_open_sessions_serverclose(
                 taken.close()
     finally:
         r.syslog.stop()
+
+
+def test_relp_over_tls_with_the_syslog_certificate(
+    settings: Settings,
+    sqlite_db: Database,
+    tmp_path: Path,
+    cert: Cert,  # noqa: F811
+) -> None:
+    with sqlite_db.session() as s:
+        seed_demo(s)
+        tokai = demo_sensor(s, "tokai-parts", "fortigate")
+        tokai.syslog_source = TOKAI_IP
+    config = SyslogConfig(
+        spool_dir=tmp_path / "spool",
+        tcp_port=None,
+        udp_port=None,
+        tls_certfile=cert.certfile,
+        tls_keyfile=cert.keyfile,
+    )
+    syslog = start_syslog(settings, sqlite_db, config)
+    try:
+        relp = start_relp(settings, syslog, RelpConfig(port=None, tls_port=0))
+        assert relp is not None and relp.port is None and relp.tls_port is not None
+        context = ssl.create_default_context(cafile=str(cert.certfile))
+        client = Client(relp.tls_port)
+        plain = client.sock
+        client.sock = context.wrap_socket(plain, server_hostname="127.0.0.1")
+        client.open()
+        client.send(frame(2, "syslog", fortigate(9)) + frame(3, "close"))
+        assert client.read(3) == [
+            RelpFrame(2, "rsp", b"200 OK"),
+            RelpFrame(3, "rsp", b"200 OK"),
+            RelpFrame(0, "serverclose", b""),
+        ]
+        client.close()
+        relp.stop()
+        assert relp.stats.acknowledged == 1
+        assert b'"transport":"relp-tls"' in b"".join(
+            p.read_bytes() for p in (tmp_path / "spool").iterdir() if p.is_file()
+        )
+    finally:
+        syslog.stop()
+    # without the syslog certificate, RELP over TLS names what is missing
+    bare = SyslogConfig(spool_dir=tmp_path / "spool2", tcp_port=None, udp_port=None)
+    syslog = start_syslog(settings, sqlite_db, bare)
+    try:
+        with pytest.raises(OtasukeError, match="relp_tls_port is set but syslog_tls_certfile"):
+            start_relp(settings, syslog, RelpConfig(tls_port=0))
+    finally:
+        syslog.stop()
 
 
 # --- the frame parser, fuzzed -----------------------------------------------------------

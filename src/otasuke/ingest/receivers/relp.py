@@ -36,13 +36,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from otasuke import __version__, metrics
 from otasuke.errors import OtasukeError
-from otasuke.ingest.receivers.syslog import READ_CHUNK, SyslogHandle, SyslogReceiver
+from otasuke.ingest.receivers.syslog import (
+    READ_CHUNK,
+    SyslogConfig,
+    SyslogHandle,
+    SyslogReceiver,
+    tls_context,
+)
 from otasuke.ingest.receivers.syslog import normalise_address as _normalise
 from otasuke.settings import Settings
 
@@ -202,10 +210,38 @@ class RelpConfig:
     port: int | None = None
     """None: no RELP receiver (the default); 0: any free port (tests)."""
     max_data_bytes: int = DEFAULT_MAX_DATA
+    tls_port: int | None = None
+    """None: no RELP over TLS (the default); 0: any free port (tests). Uses the syslog
+    TLS receiver's certificate and key (``syslog_tls_certfile``, ``syslog_tls_keyfile``)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelpConfig:
-        return cls(settings.relp_host, settings.relp_port, settings.relp_max_data_bytes)
+        return cls(
+            settings.relp_host,
+            settings.relp_port,
+            settings.relp_max_data_bytes,
+            settings.relp_tls_port,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None or self.tls_port is not None
+
+
+def relp_tls_context(syslog: SyslogConfig) -> ssl.SSLContext:
+    """The server context of RELP over TLS: the syslog TLS certificate and key."""
+    for setting, path in (
+        ("syslog_tls_certfile", syslog.tls_certfile),
+        ("syslog_tls_keyfile", syslog.tls_keyfile),
+    ):
+        if path is None:
+            raise OtasukeError(
+                f"relp_tls_port is set but {setting} is not",
+                field="relp_tls_port",
+                hint=f"RELP over TLS uses the syslog TLS certificate and key: set "
+                f"OTASUKE_{setting.upper()}, or unset OTASUKE_RELP_TLS_PORT",
+            )
+    return tls_context(syslog)
 
 
 class RelpServer:
@@ -217,21 +253,36 @@ class RelpServer:
         self.receiver = receiver
         self.stats = RelpStats()
         self.port: int | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self.tls_port: int | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sessions: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
-        assert self.config.port is not None
-        self._server = await asyncio.start_server(
-            self._session, self.config.host, self.config.port, limit=READ_CHUNK
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        cfg = self.config
+        context = None
+        if cfg.tls_port is not None:  # before any listener: a bad file stops the start
+            context = relp_tls_context(self.receiver.config)
+        if cfg.port is not None:
+            server = await asyncio.start_server(self._session, cfg.host, cfg.port, limit=READ_CHUNK)
+            self._servers.append(server)
+            self.port = int(server.sockets[0].getsockname()[1])
+        if cfg.tls_port is not None:
+            server = await asyncio.start_server(
+                functools.partial(self._session, transport="relp-tls"),
+                cfg.host,
+                cfg.tls_port,
+                limit=READ_CHUNK,
+                ssl=context,
+                ssl_handshake_timeout=self.receiver.config.tls_handshake_timeout,
+            )
+            self._servers.append(server)
+            self.tls_port = int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Stop listening; tell open sessions (``serverclose``) and close them. An append
         in progress finishes first and is answered if the socket still takes it."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for writer in self._sessions.values():
             if not writer.is_closing():
                 with contextlib.suppress(ConnectionError, RuntimeError):
@@ -239,10 +290,13 @@ class RelpServer:
             writer.close()
         if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=30)
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str = "relp"
+    ) -> None:
+        """One RELP session (over TLS: called once the handshake succeeded)."""
         self.stats.sessions += 1
         me = asyncio.current_task()
         if me is not None:
@@ -264,10 +318,10 @@ class RelpServer:
                     if frame.command == "syslog" and opened:
                         answers.append(frame.txnr)
                         if frame.data:
-                            records.append(self.receiver.record(frame.data, peer, route, "relp"))
+                            records.append(self.receiver.record(frame.data, peer, route, transport))
                         continue
                     # Anything else: what came before is appended and answered first.
-                    await self._commit(records, answers, writer)
+                    await self._commit(records, answers, writer, transport)
                     records, answers = [], []
                     if frame.command == "open" and not opened:
                         opened = True
@@ -285,29 +339,34 @@ class RelpServer:
                             response(frame.txnr, 500, f"command {frame.command!r} not supported")
                         )
                 # Backpressure: the next read waits for this append and its fsync.
-                await self._commit(records, answers, writer)
+                await self._commit(records, answers, writer, transport)
         except RelpFramingError as err:
             self.stats.malformed += 1
-            metrics.count_malformed("relp")
-            log.warning("relp from %s: %s; session closed", peer, err)
-        except ConnectionError:
-            pass
+            metrics.count_malformed(transport)
+            log.warning("%s from %s: %s; session closed", transport, peer, err)
+        except (ConnectionError, ssl.SSLError):
+            if decoder.pending().strip():
+                self.stats.incomplete += 1
         except OSError as err:  # the spool's disk failed: nothing of this batch was answered
             self.stats.spool_errors += 1
-            log.error("relp from %s: spool append failed, session closed: %s", peer, err)
+            log.error("%s from %s: spool append failed, session closed: %s", transport, peer, err)
         finally:
             writer.close()
             if me is not None:
                 self._sessions.pop(me, None)
 
     async def _commit(
-        self, records: list[bytes], answers: list[int], writer: asyncio.StreamWriter
+        self,
+        records: list[bytes],
+        answers: list[int],
+        writer: asyncio.StreamWriter,
+        transport: str,
     ) -> None:
         """Append ``records`` (one fsync), then answer each of ``answers`` 200 OK."""
         if not answers:
             return
         self.stats.messages += len(answers)
-        metrics.count_received("relp", len(answers))
+        metrics.count_received(transport, len(answers))
         if records:
             await self.receiver.append(records)
         self.stats.acknowledged += len(answers)
@@ -327,6 +386,10 @@ class RelpHandle:
         return self.server.port
 
     @property
+    def tls_port(self) -> int | None:
+        return self.server.tls_port
+
+    @property
     def stats(self) -> RelpStats:
         return self.server.stats
 
@@ -338,19 +401,20 @@ def start_relp(
     settings: Settings, syslog: SyslogHandle, config: RelpConfig | None = None
 ) -> RelpHandle | None:
     """Start the RELP listener beside the running syslog receivers (None when
-    ``relp_port`` is unset)."""
+    ``relp_port`` and ``relp_tls_port`` are unset)."""
     config = config or RelpConfig.from_settings(settings)
-    if config.port is None:
+    if not config.enabled:
         return None
     server = RelpServer(config, syslog.receiver)
     try:
         syslog.run_in_loop(server.start())
     except OSError as err:
         raise OtasukeError(
-            f"the RELP receiver cannot listen on {config.host}:{config.port}: {err}",
+            f"the RELP receiver cannot listen on {config.host} port {config.port} "
+            f"(TLS: {config.tls_port}): {err}",
             field="relp_port",
             hint="another process uses the port, or the address is not this machine's: "
-            "change OTASUKE_RELP_PORT / OTASUKE_RELP_HOST, or unset OTASUKE_RELP_PORT",
+            "change OTASUKE_RELP_PORT / OTASUKE_RELP_TLS_PORT / OTASUKE_RELP_HOST",
         ) from err
-    log.info("relp receiver: %s:%s", config.host, server.port)
+    log.info("relp receiver: %s port %s, tls %s", config.host, server.port, server.tls_port)
     return RelpHandle(server, syslog)
