@@ -72,6 +72,7 @@ class Metrics(Collector):
         self.received: dict[str, int] = {}
         self.shed: dict[str, int] = {}
         self.deduplicated = 0
+        self.malformed: dict[str, int] = {}
         self._syslog: list[SyslogLike] = []
 
     def count_received(self, transport: str, n: int = 1) -> None:
@@ -82,6 +83,11 @@ class Metrics(Collector):
         """Events refused under overload (HTTP 429, a full queue): never silently."""
         with self._lock:
             self.shed[transport] = self.shed.get(transport, 0) + n
+
+    def count_malformed(self, transport: str) -> None:
+        """A session closed because its sender broke the framing (RELP)."""
+        with self._lock:
+            self.malformed[transport] = self.malformed.get(transport, 0) + 1
 
     def count_duplicates(self, n: int) -> None:
         with self._lock:
@@ -148,6 +154,14 @@ class Metrics(Collector):
         for transport, n in sorted(snap["shed"].items()):
             shed.add_metric([transport], n)
         yield shed
+        malformed = CounterMetricFamily(
+            "otasuke_receiver_sessions_malformed",
+            "Sessions closed because the sender broke the framing, by transport.",
+            labels=["transport"],
+        )
+        for transport, n in sorted(dict(self.malformed).items()):
+            malformed.add_metric([transport], n)
+        yield malformed
         yield CounterMetricFamily(
             "otasuke_events_deduplicated",
             "Events received again (same customer and event id) and stored once.",
@@ -180,6 +194,10 @@ def count_received(transport: str, n: int = 1) -> None:
 
 def count_shed(transport: str, n: int = 1) -> None:
     METRICS.count_shed(transport, n)
+
+
+def count_malformed(transport: str) -> None:
+    METRICS.count_malformed(transport)
 
 
 def watch_syslog(handle: SyslogLike) -> None:

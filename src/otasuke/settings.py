@@ -150,6 +150,18 @@ class Settings(BaseSettings):
     """Unencrypted PEM private key of syslog_tls_certfile."""
     syslog_max_line_bytes: int = Field(default=65536, ge=1024)
     """Longest syslog line accepted; longer lines are quarantined."""
+    relp_host: str = "127.0.0.1"
+    """Address of the RELP receiver (0.0.0.0 to accept relays and UTMs on the network)."""
+    relp_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the RELP receiver (rsyslog omrelp; usually 2514): each message is answered
+    only once it is on disk, and the sender resends what was not answered; unset turns
+    it off."""
+    relp_tls_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of RELP over TLS (rsyslog omrelp tls="on"), with the certificate and key of
+    syslog_tls_certfile / syslog_tls_keyfile; unset turns it off."""
+    relp_max_data_bytes: int = Field(default=65536, ge=1024)
+    """Largest RELP message accepted; a larger frame closes the session (logged, counted
+    in /metrics) and the sender keeps the message."""
     spool_dir: Path | None = None
     """Append-only spool where received lines are fsynced before acknowledgement;
     unset means <data_dir>/spool."""

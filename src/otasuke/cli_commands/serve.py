@@ -14,6 +14,7 @@ from otasuke.detect.engine import Detector
 from otasuke.ingest.receivers.drain import IngestSpool
 from otasuke.ingest.receivers.dropfolder import DropFolder, DropWatcher
 from otasuke.ingest.receivers.publish import start_publisher
+from otasuke.ingest.receivers.relp import start_relp
 from otasuke.ingest.receivers.syslog import SyslogConfig, start_syslog
 from otasuke.pipeline import Pipeline
 from otasuke.settings import Settings, get_settings
@@ -37,6 +38,11 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
     if bus is not None:  # receivers publish; `otasuke worker` processes store and detect
         config = replace(config, drain=False)
     syslog = start_syslog(settings, db, config)
+    try:  # RELP shares the syslog receivers' loop, spool and sensor table
+        relp = start_relp(settings, syslog)
+    except BaseException:
+        syslog.stop()
+        raise
     publisher = start_publisher(syslog.spool, bus) if bus is not None else None
     # One spool per data folder: HTTP ingest appends to the syslog receivers' spool,
     # moved on by the same drain (or publisher).
@@ -56,6 +62,8 @@ def serve(settings: Settings, detector: Detector | None = None) -> None:
     finally:
         metrics.METRICS.unwatch_syslog(syslog)
         drop.stop()
+        if relp is not None:
+            relp.stop()
         if publisher is not None:
             publisher.stop()
         syslog.stop()

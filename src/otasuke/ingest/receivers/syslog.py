@@ -331,7 +331,7 @@ class SyslogReceiver:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._udp_queue:  # what arrived by UDP before the stop is still spooled
-            await self._append(self._udp_queue)
+            await self.append(self._udp_queue)
             self._udp_queue = []
         for server in self._servers:
             await server.wait_closed()
@@ -372,14 +372,16 @@ class SyslogReceiver:
             }
         )
 
-    async def _append(self, records: list[bytes]) -> None:
+    async def append(self, records: list[bytes]) -> None:
+        """Append records to the spool (fsynced when configured) in the executor; count them."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.spool.append, records)
         self.stats.acknowledged += len(records)
         if self.on_acknowledged is not None:
             self.on_acknowledged(len(records))
 
-    async def _route(self, peer: str) -> Route | None:
+    async def route(self, peer: str) -> Route | None:
+        """The sensor claiming ``peer``; an unknown peer refreshes the table (rate-limited)."""
         route = self.directory.lookup(peer)
         if route is None and self.directory.stale(SensorDirectory.MIN_REFRESH_SECONDS):
             await self._refresh()
@@ -416,7 +418,7 @@ class SyslogReceiver:
         if me is not None:
             self._connections[me] = writer
         peer = normalise_address(str(writer.get_extra_info("peername")[0]))
-        route = await self._route(peer)
+        route = await self.route(peer)
         decoder = FrameDecoder(self.config.max_line_bytes)
         try:
             while True:
@@ -427,7 +429,7 @@ class SyslogReceiver:
                     if tls:
                         self.stats.tls_lines += len(frames)
                     # Backpressure: the next read waits for this append and its fsync.
-                    await self._append([self.record(f, peer, route, transport) for f in frames])
+                    await self.append([self.record(f, peer, route, transport) for f in frames])
                 if not data:
                     break
         except FramingError as err:
@@ -477,7 +479,7 @@ class SyslogReceiver:
             if not batch:
                 continue
             try:
-                await self._append(batch)
+                await self.append(batch)
             except OSError as err:  # disk full or gone: the datagrams are counted as shed
                 self.stats.udp_shed += len(batch)
                 log.error("syslog udp: %d lines not spooled: %s", len(batch), err)
@@ -534,6 +536,11 @@ class SyslogHandle:
     @property
     def tls_port(self) -> int | None:
         return self.receiver.tls_port
+
+    def run_in_loop(self, coro: Any, timeout: float = 30) -> Any:
+        """Run ``coro`` in the receivers' event loop and return its result (another
+        listener sharing this spool and sensor table starts and stops so: RELP)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def start(self) -> SyslogHandle:
         self._loop_thread.start()
