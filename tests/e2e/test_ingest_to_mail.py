@@ -74,7 +74,6 @@ def test_utm_line_to_customer_mail(
     text = mail.get_body().get_content()  # type: ignore[union-attr]
     assert "マルウェア" in text or "ウイルス" in text
 
-
     def recorded() -> tuple[str, datetime, datetime | None] | None:
         """The incident once its mail is recorded (the server has it before the commit)."""
         with sqlite_db.session() as s:
