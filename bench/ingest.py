@@ -16,6 +16,12 @@
 * **TCP syslog → spool**: ``start_syslog`` with ``SyslogConfig(fsync=True|False)``,
   drain off (spool only), FortiGate lines over one and four connections; counted
   as acknowledged through ``on_acknowledged``.
+* **Drain**: ``--drain-lines`` syslog records (FortiGate lines, as the syslog receiver
+  writes them) appended to a spool first, then timed: ``Drain.run_once`` (batches of
+  2,000: parse, store idempotently by event id, commit, move the cursor) until the spool
+  is empty, into SQLite (WAL, ``synchronous=FULL``) and into PostgreSQL
+  (``OTASUKE_TEST_PG``, a fresh schema; skipped when unreachable). ``--drain-only`` runs
+  just these rows.
 * **fsync latency** of the disk under the tmp dir: 1,000 × (write 4 KiB + fsync).
 
 Client and server share the machine's cores: the rates are for the whole machine,
@@ -225,6 +231,74 @@ def syslog_bench(fsync: bool, connections: int, lines: int) -> float:
     return total / elapsed
 
 
+# --- drain ---------------------------------------------------------------------------------
+
+PG = os.environ.get("OTASUKE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def drain_bench(backend: str, lines: int) -> float | None:
+    """Spool ``lines`` syslog records, then time the drain into ``backend``; lines/s."""
+    import sqlalchemy as sa
+
+    from otasuke.db.engine import Database
+    from otasuke.demo.seed import demo_sensor, seed_demo
+    from otasuke.ingest.receivers.drain import Drain
+    from otasuke.ingest.spool import Spool
+
+    with tempfile.TemporaryDirectory(prefix="otasuke-bench-", dir=os.environ.get("TMPDIR")) as d:
+        data_dir = Path(d)
+        admin = None
+        schema = f"otasuke_b_{os.getpid()}_{int(time.time())}"
+        if backend == "sqlite":
+            db = Database(f"sqlite:///{data_dir / 'otasuke.db'}")
+        else:
+            admin = sa.create_engine(PG)
+            try:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            except sa.exc.OperationalError:
+                admin.dispose()
+                return None
+            db = Database(f"{PG}?options=-csearch_path%3D{schema}")
+        try:
+            db.migrate()
+            with db.session() as s:
+                seed_demo(s)
+                sensor_id = demo_sensor(s, "tokai-parts", "fortigate").id
+            spool = Spool(data_dir / "spool")
+            for first in range(0, lines, 500):
+                spool.append(
+                    [
+                        orjson.dumps(
+                            {
+                                "peer": "127.0.0.1",
+                                "sensor": sensor_id,
+                                "transport": "tcp",
+                                "format": "fortigate",
+                                "raw": fortigate_line(i),
+                                "host": None,
+                            }
+                        )
+                        for i in range(first, min(first + 500, lines))
+                    ]
+                )
+            drain = Drain(spool, db, batch_records=2000)
+            started = time.perf_counter()
+            while drain.run_once():
+                pass
+            elapsed = time.perf_counter() - started
+            spool.close()
+            if drain.stats.accepted != lines:
+                raise RuntimeError(f"drain stored {drain.stats.accepted} of {lines} lines")
+        finally:
+            db.dispose()
+            if admin is not None:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+    return lines / elapsed
+
+
 # --- fsync -----------------------------------------------------------------------------------
 
 
@@ -272,6 +346,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--syslog-lines", type=int, default=50_000, help="per connection")
+    parser.add_argument("--drain-lines", type=int, default=20_000)
+    parser.add_argument("--drain-only", action="store_true", help="only the drain rows")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--fsync-off", action="store_true", help=argparse.SUPPRESS)
@@ -282,6 +358,12 @@ def main() -> None:
     logging.getLogger("otasuke").setLevel(logging.ERROR)  # unknown-peer notices of the bench
     load_before = loadavg()
     started = datetime.now(UTC)
+    drain = {b: drain_bench(b, args.drain_lines) for b in ("sqlite", "postgresql")}
+    if args.drain_only:
+        print(f"{started:%Y-%m-%d %H:%M} UTC, {machine()}, load average (1 min) ", end="")
+        print(f"{load_before} → {loadavg()}")
+        print_drain(drain, args.drain_lines)
+        return
     p50, p99 = fsync_latency()
     http_full = http_bench(False, args.clients, args.seconds)
     http_off = http_bench(True, args.clients, args.seconds)
@@ -299,6 +381,8 @@ def main() -> None:
         "syslog": {
             f"{c}conn": {"on": syslog[(True, c)], "off": syslog[(False, c)]} for c in (1, 4)
         },
+        "drain_lines": args.drain_lines,
+        "drain": drain,
     }
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
@@ -319,6 +403,16 @@ def main() -> None:
             f"| TCP syslog → spool, {c} connection{'s' if c > 1 else ''} (fsync on vs off) "
             f"| {on:,.0f} | {off:,.0f} | {on / off:.2f} |"
         )
+    print()
+    print_drain(drain, args.drain_lines)
+
+
+def print_drain(drain: dict[str, float | None], lines: int) -> None:
+    print("| drain: spool → parse → store (batches of 2,000) | lines/s |")
+    print("|---|---:|")
+    for backend, rate in drain.items():
+        shown = "unreachable" if rate is None else f"{rate:,.0f}"
+        print(f"| {lines:,} FortiGate syslog lines → {backend} | {shown} |")
 
 
 if __name__ == "__main__":
