@@ -36,7 +36,7 @@ from otasuke.db.models import Incident, Notification, QuarantinedRecord, Sensor,
 from otasuke.detect.detection import Detection
 from otasuke.detect.engine import Detector
 from otasuke.incidents.correlate import RecentIncidents, record_detections
-from otasuke.ingest.store import Source, accept_lines, stored_to_event
+from otasuke.ingest.store import Source, accept_lines, mark_processed, stored_to_event
 from otasuke.notify.channels import Channel
 from otasuke.notify.incident_mail import notify_incident
 from otasuke.settings import Settings
@@ -203,7 +203,7 @@ class BatchHandler:
                 ):
                     touched[incident.id] = incident
                 result.alerts += len(detections)
-            row.processed = True
+        mark_processed(s, [row.id for row, _ in found])
         result.processed = len(found)
         result.incidents = len(touched)
         result.serious_pending = any(
