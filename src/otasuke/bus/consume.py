@@ -36,7 +36,13 @@ from otasuke.db.models import Incident, Notification, QuarantinedRecord, Sensor,
 from otasuke.detect.detection import Detection
 from otasuke.detect.engine import Detector
 from otasuke.incidents.correlate import RecentIncidents, record_detections
-from otasuke.ingest.store import Source, accept_lines, mark_processed, stored_to_event
+from otasuke.ingest.store import (
+    Source,
+    accept_lines,
+    among,
+    mark_processed,
+    stored_to_event,
+)
 from otasuke.notify.channels import Channel
 from otasuke.notify.incident_mail import notify_incident
 from otasuke.settings import Settings
@@ -173,7 +179,7 @@ class BatchHandler:
                 select(StoredEvent)
                 .where(
                     StoredEvent.customer_id == customer_id,
-                    StoredEvent.event_uid.in_(event_uids),
+                    among(s, StoredEvent.event_uid, event_uids),
                     StoredEvent.processed.is_(False),
                 )
                 .order_by(StoredEvent.id)

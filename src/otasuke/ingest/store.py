@@ -16,9 +16,9 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Table, insert, select, update
-from sqlalchemy.dialects import sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Table, any_, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from otasuke.db.models import QuarantinedRecord, Sensor, StoredEvent, UTCDateTime
 from otasuke.errors import OtasukeError, ParseError
@@ -275,6 +275,20 @@ def _insert_absent(s: Session, source: Source, values: list[dict[str, Any]]) -> 
     return len(new)
 
 
+def among(
+    s: Session, column: InstrumentedAttribute[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """``column`` is one of ``values``: on PostgreSQL ``= ANY(<one array parameter>)``.
+
+    ``IN (…)`` with hundreds of placeholders is a new statement text for every length,
+    which psycopg parses anew each time (and PostgreSQL plans anew); one array parameter
+    keeps the text the same.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(list(values), postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
 def mark_processed(s: Session, ids: Sequence[int]) -> None:
     """Mark stored events processed, in one UPDATE per 1,000 ids rather than one per row.
 
@@ -284,7 +298,7 @@ def mark_processed(s: Session, ids: Sequence[int]) -> None:
     for first in range(0, len(ids), 1000):
         s.execute(
             update(StoredEvent)
-            .where(StoredEvent.id.in_(ids[first : first + 1000]))
+            .where(among(s, StoredEvent.id, ids[first : first + 1000]))
             .values(processed=True)
             .execution_options(synchronize_session=False)
         )
@@ -312,6 +326,7 @@ __all__ = [
     "Source",
     "accept_lines",
     "accept_records",
+    "among",
     "mark_processed",
     "quarantine",
     "stored_to_event",
