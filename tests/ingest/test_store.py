@@ -104,3 +104,9 @@ def test_without_returning_the_stored_ids_are_looked_up_first(sqlite_db: Databas
     with sqlite_db.session() as s:
         uids = s.scalars(select(StoredEvent.event_uid).order_by(StoredEvent.id)).all()
         assert uids == ["x-1", "x-2", "x-3"]
+
+
+def test_fields_orjson_cannot_write_go_through_the_standard_library() -> None:
+    from otasuke.ingest import store
+
+    assert orjson.loads(store._json_text({"n": 2**70, "s": "東海"})) == {"n": 2**70, "s": "東海"}

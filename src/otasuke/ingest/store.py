@@ -9,6 +9,7 @@ stored once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -234,13 +235,22 @@ binary, the arrays need no quoting of each string (psycopg's text arrays escape 
 element with a regex)."""
 
 
+def _json_text(fields: dict[str, Any]) -> str:
+    """JSON text of an event's fields; what orjson cannot write (an integer beyond 64
+    bits) goes through the standard library, as SQLAlchemy's JSON type would send it."""
+    try:
+        return orjson.dumps(fields).decode()
+    except TypeError:
+        return json.dumps(fields)
+
+
 def _insert_new(s: Session, dialect: str, values: list[dict[str, Any]]) -> int:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING``; the number of rows really inserted."""
     if dialect == "postgresql":
         utc = UTCDateTime()
         for v in values:  # what the column types do on bind: aware UTC times, JSON text
             v["observed_at"] = utc.process_bind_param(v["observed_at"], s.get_bind().dialect)
-            v["fields"] = orjson.dumps(v["fields"]).decode()
+            v["fields"] = _json_text(v["fields"])
         arrays = {c: [v[c] for v in values] for c, _ in _PG_COLUMNS}
         # The session's own connection and transaction, through the driver for binary=True.
         driver: Any = s.connection().connection.driver_connection
