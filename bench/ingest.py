@@ -20,8 +20,10 @@
   writes them) appended to a spool first, then timed: ``Drain.run_once`` (batches of
   2,000: parse, store idempotently by event id, commit, move the cursor) until the spool
   is empty, into SQLite (WAL, ``synchronous=FULL``) and into PostgreSQL
-  (``OTASUKE_TEST_PG``, a fresh schema; skipped when unreachable). ``--drain-only`` runs
-  just these rows.
+  (``OTASUKE_TEST_PG``, a fresh schema; skipped when unreachable). Then, on the same
+  database, **detection of the drained events**: ``Pipeline.process_pending()`` with the
+  bundled rules and IOC lists (loaded before the clock starts) until none is pending.
+  ``--drain-only`` runs just these rows.
 * **fsync latency** of the disk under the tmp dir: 1,000 × (write 4 KiB + fsync).
 
 Client and server share the machine's cores: the rates are for the whole machine,
@@ -44,6 +46,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import orjson
@@ -236,14 +239,17 @@ def syslog_bench(fsync: bool, connections: int, lines: int) -> float:
 PG = os.environ.get("OTASUKE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def drain_bench(backend: str, lines: int) -> float | None:
-    """Spool ``lines`` syslog records, then time the drain into ``backend``; lines/s."""
+def drain_bench(backend: str, lines: int, detector: Any) -> tuple[float, float] | None:
+    """Spool ``lines`` syslog records, time the drain into ``backend``, then detection;
+    (lines/s, events/s), None when the database is unreachable."""
     import sqlalchemy as sa
 
     from otasuke.db.engine import Database
     from otasuke.demo.seed import demo_sensor, seed_demo
     from otasuke.ingest.receivers.drain import Drain
     from otasuke.ingest.spool import Spool
+    from otasuke.pipeline import Pipeline
+    from otasuke.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="otasuke-bench-", dir=os.environ.get("TMPDIR")) as d:
         data_dir = Path(d)
@@ -290,13 +296,19 @@ def drain_bench(backend: str, lines: int) -> float | None:
             spool.close()
             if drain.stats.accepted != lines:
                 raise RuntimeError(f"drain stored {drain.stats.accepted} of {lines} lines")
+            pipeline = Pipeline(db, Settings(data_dir=data_dir), detector)
+            started = time.perf_counter()
+            processed = pipeline.process_pending().events
+            detected = time.perf_counter() - started
+            if processed != lines:
+                raise RuntimeError(f"detection processed {processed} of {lines} events")
         finally:
             db.dispose()
             if admin is not None:
                 with admin.begin() as conn:
                     conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
                 admin.dispose()
-    return lines / elapsed
+    return lines / elapsed, lines / detected
 
 
 # --- fsync -----------------------------------------------------------------------------------
@@ -358,7 +370,10 @@ def main() -> None:
     logging.getLogger("otasuke").setLevel(logging.ERROR)  # unknown-peer notices of the bench
     load_before = loadavg()
     started = datetime.now(UTC)
-    drain = {b: drain_bench(b, args.drain_lines) for b in ("sqlite", "postgresql")}
+    from otasuke.detect.engine import Detector
+
+    detector = Detector.load()
+    drain = {b: drain_bench(b, args.drain_lines, detector) for b in ("sqlite", "postgresql")}
     if args.drain_only:
         print(f"{started:%Y-%m-%d %H:%M} UTC, {machine()}, load average (1 min) ", end="")
         print(f"{load_before} → {loadavg()}")
@@ -407,12 +422,12 @@ def main() -> None:
     print_drain(drain, args.drain_lines)
 
 
-def print_drain(drain: dict[str, float | None], lines: int) -> None:
-    print("| drain: spool → parse → store (batches of 2,000) | lines/s |")
-    print("|---|---:|")
-    for backend, rate in drain.items():
-        shown = "unreachable" if rate is None else f"{rate:,.0f}"
-        print(f"| {lines:,} FortiGate syslog lines → {backend} | {shown} |")
+def print_drain(drain: dict[str, tuple[float, float] | None], lines: int) -> None:
+    print("| into | drain: spool → parse → store, lines/s | then detection, events/s |")
+    print("|---|---:|---:|")
+    for backend, rates in drain.items():
+        shown = "unreachable | –" if rates is None else f"{rates[0]:,.0f} | {rates[1]:,.0f}"
+        print(f"| {backend}, {lines:,} FortiGate syslog lines | {shown} |")
 
 
 if __name__ == "__main__":
