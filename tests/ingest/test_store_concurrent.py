@@ -10,6 +10,7 @@ nothing accepted is lost, nothing is doubled).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from otasuke.bus.batch import BusRecord, encode_batch
 from otasuke.bus.consume import BatchHandler, HandleResult
 from otasuke.db.engine import Database
 from otasuke.db.models import Alert, Sensor, StoredEvent
@@ -142,3 +144,47 @@ def test_two_workers_handling_the_same_message_at_once_store_and_detect_it_once(
         assert s.scalar(select(func.count()).select_from(Alert)) == 8
         unprocessed = select(func.count()).select_from(StoredEvent)
         assert s.scalar(unprocessed.where(StoredEvent.processed.is_(False))) == 0
+
+
+def test_two_workers_storing_the_same_ids_in_opposite_orders_store_each_once(
+    pg_db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opposite orders can deadlock in PostgreSQL: the aborted message is tried again."""
+    sensor_id, customer_id = seeded_sensor(pg_db)
+    rules, iocs = tiny_detector_paths(tmp_path)
+    detector = Detector.load([rules], [iocs], cache_dir=tmp_path / "c")
+    records = [
+        BusRecord(
+            event_id=f"syslog-{sensor_id}-o-1-{seq}",
+            sensor_id=sensor_id,
+            raw=fortigate_line(seq),
+            format="fortigate",
+        )
+        for seq in range(2000)
+    ]
+    bodies = [encode_batch(records), encode_batch(records[::-1])]
+    start = threading.Barrier(2)
+    results: list[HandleResult] = []
+    errors: list[BaseException] = []
+
+    def handle(body: bytes, label: str) -> None:
+        start.wait(10)
+        try:
+            results.append(BatchHandler(pg_db, detector).handle(body, label))
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    caplog.set_level(logging.INFO, logger="otasuke.bus.consume")
+    threads = [threading.Thread(target=handle, args=(b, f"T#{n}")) for n, b in enumerate(bodies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    retried = [r.message for r in caplog.records if "retrying" in r.message]
+    print(f"\n{results}\nretried: {retried}")
+    assert not errors
+    assert sum(r.accepted for r in results) == 2000
+    assert sum(r.duplicates for r in results) == 2000
+    assert sum(r.processed for r in results) == 2000
+    uids = stored(pg_db, customer_id)
+    assert len(uids) == len(set(uids)) == 2000

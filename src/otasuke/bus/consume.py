@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from otasuke.bus.batch import BadLine, BusRecord, decode_batch
@@ -54,8 +54,13 @@ NOTIFY_RETRY_AFTER = timedelta(minutes=1)
 CORRELATE_LOCK_SPACE = 0x07A5
 """First key of the advisory lock taken per customer while correlating."""
 STORE_ATTEMPTS = 3
-"""A unique-key clash with a worker storing the same event (a redelivery racing the
-first delivery) rolls back and retries; the retry sees the rows as duplicates."""
+"""Events go in with ``ON CONFLICT DO NOTHING``: a worker storing an event another one is
+storing (a redelivery racing the first delivery) waits for that commit and counts it as
+a duplicate. Two messages holding the same ids in opposite orders can still deadlock;
+PostgreSQL aborts one (SQLSTATE 40P01), which rolls back and is tried again at once, as
+is a unique-key clash (SQLite without RETURNING looks the ids up before inserting)."""
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+"""Deadlock detected, serialization failure: nothing wrong with the message, try again."""
 
 
 def no_nul(text: str) -> str:
@@ -122,15 +127,23 @@ class BatchHandler:
         self.postgres = db.engine.dialect.name == "postgresql"
 
     def handle(self, body: bytes, label: str) -> HandleResult:
-        """Store and process one message in one transaction (retried on a unique-key clash)."""
+        """Store and process one message in one transaction (retried on a clash with another
+        worker: see :data:`STORE_ATTEMPTS`)."""
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
                 with self.db.session() as s:
                     return self._handle(s, body, label)
-            except IntegrityError:
+            except DBAPIError as err:
+                clash = isinstance(err, IntegrityError)
+                if not clash and getattr(err.orig, "sqlstate", None) not in RETRY_SQLSTATES:
+                    raise
                 if attempt == STORE_ATTEMPTS:
                     raise
-                log.info("worker: %s clashed with another worker's insert; retrying", label)
+                log.info(
+                    "worker: %s clashed with another worker (%s); retrying",
+                    label,
+                    type(err.orig).__name__,
+                )
         raise AssertionError("unreachable")
 
     def _handle(self, s: Session, body: bytes, label: str) -> HandleResult:

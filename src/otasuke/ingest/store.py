@@ -252,11 +252,9 @@ def _insert_new(s: Session, dialect: str, values: list[dict[str, Any]]) -> int:
             v["observed_at"] = utc.process_bind_param(v["observed_at"], s.get_bind().dialect)
             v["fields"] = _json_text(v["fields"])
         arrays = {c: [v[c] for v in values] for c, _ in _PG_COLUMNS}
-        # The session's own connection and transaction, through the driver for binary=True.
-        driver: Any = s.connection().connection.driver_connection
-        with driver.cursor() as cur:
-            cur.execute(_PG_INSERT, arrays, binary=True)
-            return len(cur.fetchall())
+        # Straight to psycopg (its own %(name)b placeholders: binary parameters) on the
+        # session's connection and transaction; errors still come as SQLAlchemy's.
+        return len(s.connection().exec_driver_sql(_PG_INSERT, arrays).all())
     # SQLite: one statement compiled once (and cached) with the rows as executemany
     # parameters; SQLAlchemy sends them as multi-row VALUES ("insertmanyvalues") and
     # gathers the RETURNING rows of every batch.
