@@ -4,8 +4,8 @@ The drain and the bus workers store in bulk with ``INSERT … ON CONFLICT (custo
 event_uid) DO NOTHING RETURNING``: the database, not a look-up before the insert, keeps
 the second copy out. A re-sent batch (a redelivered bus message racing its first
 delivery, a client re-posting what it got no answer for) is stored once, counted once as
-accepted and once as duplicates, and its events are detected once (REQ-MON-60MIN:
-nothing accepted is lost, nothing is doubled).
+accepted and once as duplicates, and its events are detected once (REQ-MON-NET,
+REQ-MON-EP: nothing accepted is lost, nothing is doubled).
 """
 
 from __future__ import annotations

@@ -151,8 +151,9 @@ def quarantine(
 
 
 def _store(s: Session, source: Source, events: list[Event], result: AcceptResult) -> None:
-    """Insert the events in bulk, each event id once per customer (REQ-MON-60MIN: nothing
-    accepted is lost, a re-sent event is stored once).
+    """Insert the events in bulk, each event id once per customer (REQ-MON-NET,
+    REQ-MON-EP: what the sensors send is stored, a re-sent event once; REQ-MON-60MIN:
+    storing keeps up with the receivers, so detection is not kept waiting).
 
     PostgreSQL and SQLite ≥ 3.35: ``INSERT … ON CONFLICT (customer_id, event_uid) DO
     NOTHING RETURNING event_uid``, so the database itself keeps the second copy out, also
