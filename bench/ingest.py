@@ -16,6 +16,14 @@
 * **TCP syslog → spool**: ``start_syslog`` with ``SyslogConfig(fsync=True|False)``,
   drain off (spool only), FortiGate lines over one and four connections; counted
   as acknowledged through ``on_acknowledged``.
+* **Drain**: ``--drain-lines`` syslog records (FortiGate lines, as the syslog receiver
+  writes them) appended to a spool first, then timed: ``Drain.run_once`` (batches of
+  2,000: parse, store idempotently by event id, commit, move the cursor) until the spool
+  is empty, into SQLite (WAL, ``synchronous=FULL``) and into PostgreSQL
+  (``OTASUKE_TEST_PG``, a fresh schema; skipped when unreachable). Then, on the same
+  database, **detection of the drained events**: ``Pipeline.process_pending()`` with the
+  bundled rules and IOC lists (loaded before the clock starts) until none is pending.
+  ``--drain-only`` runs just these rows.
 * **fsync latency** of the disk under the tmp dir: 1,000 × (write 4 KiB + fsync).
 
 Client and server share the machine's cores: the rates are for the whole machine,
@@ -38,6 +46,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import orjson
@@ -225,6 +234,83 @@ def syslog_bench(fsync: bool, connections: int, lines: int) -> float:
     return total / elapsed
 
 
+# --- drain ---------------------------------------------------------------------------------
+
+PG = os.environ.get("OTASUKE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def drain_bench(backend: str, lines: int, detector: Any) -> tuple[float, float] | None:
+    """Spool ``lines`` syslog records, time the drain into ``backend``, then detection;
+    (lines/s, events/s), None when the database is unreachable."""
+    import sqlalchemy as sa
+
+    from otasuke.db.engine import Database
+    from otasuke.demo.seed import demo_sensor, seed_demo
+    from otasuke.ingest.receivers.drain import Drain
+    from otasuke.ingest.spool import Spool
+    from otasuke.pipeline import Pipeline
+    from otasuke.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="otasuke-bench-", dir=os.environ.get("TMPDIR")) as d:
+        data_dir = Path(d)
+        admin = None
+        schema = f"otasuke_b_{os.getpid()}_{int(time.time())}"
+        if backend == "sqlite":
+            db = Database(f"sqlite:///{data_dir / 'otasuke.db'}")
+        else:
+            admin = sa.create_engine(PG)
+            try:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            except sa.exc.OperationalError:
+                admin.dispose()
+                return None
+            db = Database(f"{PG}?options=-csearch_path%3D{schema}")
+        try:
+            db.migrate()
+            with db.session() as s:
+                seed_demo(s)
+                sensor_id = demo_sensor(s, "tokai-parts", "fortigate").id
+            spool = Spool(data_dir / "spool")
+            for first in range(0, lines, 500):
+                spool.append(
+                    [
+                        orjson.dumps(
+                            {
+                                "peer": "127.0.0.1",
+                                "sensor": sensor_id,
+                                "transport": "tcp",
+                                "format": "fortigate",
+                                "raw": fortigate_line(i),
+                                "host": None,
+                            }
+                        )
+                        for i in range(first, min(first + 500, lines))
+                    ]
+                )
+            drain = Drain(spool, db, batch_records=2000)
+            started = time.perf_counter()
+            while drain.run_once():
+                pass
+            elapsed = time.perf_counter() - started
+            spool.close()
+            if drain.stats.accepted != lines:
+                raise RuntimeError(f"drain stored {drain.stats.accepted} of {lines} lines")
+            pipeline = Pipeline(db, Settings(data_dir=data_dir), detector)
+            started = time.perf_counter()
+            processed = pipeline.process_pending().events
+            detected = time.perf_counter() - started
+            if processed != lines:
+                raise RuntimeError(f"detection processed {processed} of {lines} events")
+        finally:
+            db.dispose()
+            if admin is not None:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+    return lines / elapsed, lines / detected
+
+
 # --- fsync -----------------------------------------------------------------------------------
 
 
@@ -272,6 +358,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--syslog-lines", type=int, default=50_000, help="per connection")
+    parser.add_argument("--drain-lines", type=int, default=20_000)
+    parser.add_argument("--drain-only", action="store_true", help="only the drain rows")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--fsync-off", action="store_true", help=argparse.SUPPRESS)
@@ -282,6 +370,15 @@ def main() -> None:
     logging.getLogger("otasuke").setLevel(logging.ERROR)  # unknown-peer notices of the bench
     load_before = loadavg()
     started = datetime.now(UTC)
+    from otasuke.detect.engine import Detector
+
+    detector = Detector.load()
+    drain = {b: drain_bench(b, args.drain_lines, detector) for b in ("sqlite", "postgresql")}
+    if args.drain_only:
+        print(f"{started:%Y-%m-%d %H:%M} UTC, {machine()}, load average (1 min) ", end="")
+        print(f"{load_before} → {loadavg()}")
+        print_drain(drain, args.drain_lines)
+        return
     p50, p99 = fsync_latency()
     http_full = http_bench(False, args.clients, args.seconds)
     http_off = http_bench(True, args.clients, args.seconds)
@@ -299,6 +396,8 @@ def main() -> None:
         "syslog": {
             f"{c}conn": {"on": syslog[(True, c)], "off": syslog[(False, c)]} for c in (1, 4)
         },
+        "drain_lines": args.drain_lines,
+        "drain": drain,
     }
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
@@ -319,6 +418,16 @@ def main() -> None:
             f"| TCP syslog → spool, {c} connection{'s' if c > 1 else ''} (fsync on vs off) "
             f"| {on:,.0f} | {off:,.0f} | {on / off:.2f} |"
         )
+    print()
+    print_drain(drain, args.drain_lines)
+
+
+def print_drain(drain: dict[str, tuple[float, float] | None], lines: int) -> None:
+    print("| into | drain: spool → parse → store, lines/s | then detection, events/s |")
+    print("|---|---:|---:|")
+    for backend, rates in drain.items():
+        shown = "unreachable | –" if rates is None else f"{rates[0]:,.0f} | {rates[1]:,.0f}"
+        print(f"| {backend}, {lines:,} FortiGate syslog lines | {shown} |")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from otasuke.db.engine import Database
 from otasuke.db.models import Incident, Notification, StoredEvent
 from otasuke.detect.engine import Detector
 from otasuke.incidents.correlate import RecentIncidents, record_detections
-from otasuke.ingest.store import stored_to_event
+from otasuke.ingest.store import mark_processed, stored_to_event
 from otasuke.notify.channels import Channel
 from otasuke.notify.channels.maildir import MaildirChannel
 from otasuke.notify.channels.smtp import SmtpChannel
@@ -91,7 +91,7 @@ class Pipeline:
                         )
                         touched.update(i.id for i in incidents)
                         result.alerts += len(detections)
-                    row.processed = True
+                mark_processed(s, [row.id for row in rows])
                 result.events += len(rows)
                 result.incidents += len(touched)
             if on_batch is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 from sqlalchemy import func, select
 
@@ -53,3 +55,58 @@ def test_accepts_quarantines_and_dedupes(any_db: Database) -> None:
     with any_db.session() as s:  # re-sending the same batch stores nothing twice
         again = accept_lines(s, source, [env(FG, event_id="a-1")])
     assert (again.accepted, again.duplicates) == (0, 1)
+
+
+def test_a_batch_in_bulk_keeps_its_order_and_its_first_copy(any_db: Database) -> None:
+    with any_db.session() as s:
+        seed_demo(s)
+        source = Source.of(demo_sensor(s, "tokai-parts", "fortigate"))
+    times = [f"10:00:{n:02d}" for n in (5, 1, 9, 3)]
+    lines = [env(FG.replace("10:00:00", t), event_id=f"o-{t}") for t in times]
+    lines.append(env(FG.replace("10:00:00", "10:59:59"), event_id="o-10:00:01"))  # repeated id
+    with any_db.session() as s:
+        result = accept_lines(s, source, lines)
+    assert (result.accepted, result.duplicates) == (4, 1)
+    with any_db.session() as s:
+        rows = s.scalars(select(StoredEvent).order_by(StoredEvent.id)).all()
+        # stored in arrival order (detection takes pending events by id), first copy kept
+        assert [r.event_uid for r in rows] == [f"o-{t}" for t in times]
+        assert rows[1].observed_at.minute == 0 and not rows[1].processed
+        assert rows[0].fields["devname"] == "FG60F" and rows[0].raw.startswith("date=")
+
+
+def test_without_returning_the_stored_ids_are_looked_up_first(sqlite_db: Database) -> None:
+    """The path for SQLite older than 3.35 (no RETURNING): one writer, ids looked up."""
+    from otasuke.ingest import store
+
+    with sqlite_db.session() as s:
+        seed_demo(s)
+        source = Source.of(demo_sensor(s, "tokai-parts", "fortigate"))
+        accept_lines(s, source, [env(FG, event_id="x-1")])
+    values = [
+        {
+            "customer_id": source.customer_id,
+            "sensor_id": source.sensor_id,
+            "event_uid": uid,
+            "source_format": "fortigate",
+            "observed_at": datetime(2026, 11, 24, 1, tzinfo=UTC),
+            "received_at": datetime.now(UTC),
+            "host": None,
+            "record_id": None,
+            "fields": {"a": uid},
+            "raw": "r",
+            "processed": False,
+        }
+        for uid in ("x-1", "x-2", "x-3")
+    ]
+    with sqlite_db.session() as s:
+        assert store._insert_absent(s, source, values) == 2
+    with sqlite_db.session() as s:
+        uids = s.scalars(select(StoredEvent.event_uid).order_by(StoredEvent.id)).all()
+        assert uids == ["x-1", "x-2", "x-3"]
+
+
+def test_fields_orjson_cannot_write_go_through_the_standard_library() -> None:
+    from otasuke.ingest import store
+
+    assert orjson.loads(store._json_text({"n": 2**70, "s": "東海"})) == {"n": 2**70, "s": "東海"}

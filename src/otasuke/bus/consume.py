@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from otasuke.bus.batch import BadLine, BusRecord, decode_batch
@@ -36,7 +36,13 @@ from otasuke.db.models import Incident, Notification, QuarantinedRecord, Sensor,
 from otasuke.detect.detection import Detection
 from otasuke.detect.engine import Detector
 from otasuke.incidents.correlate import RecentIncidents, record_detections
-from otasuke.ingest.store import Source, accept_lines, stored_to_event
+from otasuke.ingest.store import (
+    Source,
+    accept_lines,
+    among,
+    mark_processed,
+    stored_to_event,
+)
 from otasuke.notify.channels import Channel
 from otasuke.notify.incident_mail import notify_incident
 from otasuke.settings import Settings
@@ -48,8 +54,13 @@ NOTIFY_RETRY_AFTER = timedelta(minutes=1)
 CORRELATE_LOCK_SPACE = 0x07A5
 """First key of the advisory lock taken per customer while correlating."""
 STORE_ATTEMPTS = 3
-"""A unique-key clash with a worker storing the same event (a redelivery racing the
-first delivery) rolls back and retries; the retry sees the rows as duplicates."""
+"""Events go in with ``ON CONFLICT DO NOTHING``: a worker storing an event another one is
+storing (a redelivery racing the first delivery) waits for that commit and counts it as
+a duplicate. Two messages holding the same ids in opposite orders can still deadlock;
+PostgreSQL aborts one (SQLSTATE 40P01), which rolls back and is tried again at once, as
+is a unique-key clash (SQLite without RETURNING looks the ids up before inserting)."""
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+"""Deadlock detected, serialization failure: nothing wrong with the message, try again."""
 
 
 def no_nul(text: str) -> str:
@@ -116,15 +127,23 @@ class BatchHandler:
         self.postgres = db.engine.dialect.name == "postgresql"
 
     def handle(self, body: bytes, label: str) -> HandleResult:
-        """Store and process one message in one transaction (retried on a unique-key clash)."""
+        """Store and process one message in one transaction (retried on a clash with another
+        worker: see :data:`STORE_ATTEMPTS`)."""
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
                 with self.db.session() as s:
                     return self._handle(s, body, label)
-            except IntegrityError:
+            except DBAPIError as err:
+                clash = isinstance(err, IntegrityError)
+                if not clash and getattr(err.orig, "sqlstate", None) not in RETRY_SQLSTATES:
+                    raise
                 if attempt == STORE_ATTEMPTS:
                     raise
-                log.info("worker: %s clashed with another worker's insert; retrying", label)
+                log.info(
+                    "worker: %s clashed with another worker (%s); retrying",
+                    label,
+                    type(err.orig).__name__,
+                )
         raise AssertionError("unreachable")
 
     def _handle(self, s: Session, body: bytes, label: str) -> HandleResult:
@@ -173,7 +192,7 @@ class BatchHandler:
                 select(StoredEvent)
                 .where(
                     StoredEvent.customer_id == customer_id,
-                    StoredEvent.event_uid.in_(event_uids),
+                    among(s, StoredEvent.event_uid, event_uids),
                     StoredEvent.processed.is_(False),
                 )
                 .order_by(StoredEvent.id)
@@ -203,7 +222,7 @@ class BatchHandler:
                 ):
                     touched[incident.id] = incident
                 result.alerts += len(detections)
-            row.processed = True
+        mark_processed(s, [row.id for row, _ in found])
         result.processed = len(found)
         result.incidents = len(touched)
         result.serious_pending = any(
