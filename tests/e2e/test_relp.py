@@ -72,7 +72,8 @@ input(type="imfile" File="{source}" Tag="fortigate" Facility="local0" Severity="
 ruleset(name="forward") {{
   action(type="omrelp" target="127.0.0.1" port="{port}" {tls}
          template="RSYSLOG_SyslogProtocol23Format"
-         queue.type="LinkedList" queue.filename="otasuke_relp" queue.maxDiskSpace="1g"
+         queue.type="LinkedList" queue.size="100000" queue.filename="otasuke_relp"
+         queue.maxDiskSpace="1g"
          queue.saveOnShutdown="on" action.resumeRetryCount="-1" action.resumeInterval="1")
 }}
 """

@@ -270,7 +270,8 @@ input(type="imfile" File="{source}" Tag="fortigate" Facility="local0" Severity="
       ruleset="forward")
 ruleset(name="forward") {{
   action(type="omfwd" Target="127.0.0.1" Port="{port}" Protocol="tcp" {FRAMINGS[framing]}
-         queue.type="LinkedList" queue.filename="otasuke_fwd" queue.maxDiskSpace="1g"
+         queue.type="LinkedList" queue.size="100000" queue.filename="otasuke_fwd"
+         queue.maxDiskSpace="1g"
          queue.saveOnShutdown="on" action.resumeRetryCount="-1" action.resumeInterval="1")
 }}
 """
