@@ -39,7 +39,7 @@ from email.message import EmailMessage  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 from otasuke.db.engine import Database  # noqa: E402
-from otasuke.settings import Settings  # noqa: E402
+from otasuke.settings import Settings, get_settings  # noqa: E402
 
 T = TypeVar("T")
 PG_BASE = os.environ.get("OTASUKE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -190,3 +190,23 @@ def live_app(
     )
     with TestClient(app) as client:
         yield client, tokens
+
+
+def seeded_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Database]:
+    """``OTASUKE_DATA_DIR`` set to a new folder whose SQLite database holds the demo team.
+
+    For CLI tests (``otasuke status``, ``search``); the caller disposes of the database
+    and clears the settings cache when done.
+    """
+    from otasuke.demo.seed import seed_demo
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("OTASUKE_DATA_DIR", str(data))
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    db = Database(f"sqlite:///{data / 'otasuke.db'}")
+    db.migrate()
+    with db.session() as s:
+        seed_demo(s)
+    return data, db

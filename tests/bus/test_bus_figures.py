@@ -30,7 +30,6 @@ from otasuke.bus.jetstream import (
 )
 from otasuke.cli_commands.status import status_command
 from otasuke.db.engine import Database
-from otasuke.demo.seed import seed_demo
 from otasuke.i18n import language
 from otasuke.ingest.receivers.publish import start_publisher
 from otasuke.ingest.receivers.syslog import SyslogConfig, start_syslog
@@ -39,7 +38,7 @@ from otasuke.metrics import Metrics, render_metrics, spool_backlog_bytes
 from otasuke.settings import Settings, get_settings
 from otasuke.web.api import metrics as metrics_api
 from otasuke.web.app import create_app
-from tests.conftest import wait_for
+from tests.conftest import seeded_data_dir, wait_for
 
 N, K = 7, 3
 cli = typer.Typer()
@@ -91,15 +90,7 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A seeded SQLite database and a spool with two records nobody has published yet."""
-    data = tmp_path / "data"
-    data.mkdir()
-    monkeypatch.setenv("OTASUKE_DATA_DIR", str(data))
-    monkeypatch.setenv("COLUMNS", "200")
-    get_settings.cache_clear()
-    db = Database(f"sqlite:///{data / 'otasuke.db'}")
-    db.migrate()
-    with db.session() as s:
-        seed_demo(s)
+    data, db = seeded_data_dir(tmp_path, monkeypatch)
     db.dispose()
     spool = Spool(data / "spool")
     spool.append([b"a" * 100, b"b" * 50])

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 from otasuke.cli_commands.retention import retention_command
 from otasuke.cli_commands.search import search_command
 from otasuke.cli_commands.status import status_command
-from otasuke.db.engine import Database
 from otasuke.db.models import Sensor, StoredEvent
-from otasuke.demo.seed import demo_sensor, seed_demo
+from otasuke.demo.seed import demo_sensor
 from otasuke.eventstore import export_processed
 from otasuke.i18n import language
 from otasuke.ingest.store import Source, accept_lines
 from otasuke.settings import get_settings
+from tests.conftest import seeded_data_dir
 
 app = typer.Typer()
 app.command("status")(status_command)
@@ -31,15 +31,8 @@ app.command("retention")(retention_command)
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    data = tmp_path / "data"
-    data.mkdir()
-    monkeypatch.setenv("OTASUKE_DATA_DIR", str(data))
-    monkeypatch.setenv("COLUMNS", "200")
-    get_settings.cache_clear()
-    db = Database(f"sqlite:///{data / 'otasuke.db'}")
-    db.migrate()
+    data, db = seeded_data_dir(tmp_path, monkeypatch)
     with db.session() as s:
-        seed_demo(s)
         tokai = Source.of(demo_sensor(s, "tokai-parts", "fortigate"))
         s.execute(update(Sensor).values(created_at=datetime.now(UTC) - timedelta(hours=3)))
     raw = 'date=2026-11-24 time=10:00:00 devname="FG60F" type="event" user="suzuki" msg="login"'

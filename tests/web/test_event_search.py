@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
@@ -23,17 +21,8 @@ from otasuke.ingest.store import Source, accept_lines
 from otasuke.tenancy import admin
 from otasuke.tenancy.roles import OrgKind, Role
 from otasuke.tenancy.scope import Viewer
+from tests.eventstore.test_store import LATER, fg
 from tests.web.conftest import LOGIN_OF, OTHER_PROVIDER_ADMIN, World, build_world, login
-
-LATER = datetime.now(UTC) + timedelta(hours=1)  # past the exporter's settle time
-
-
-def fg(day: str, clock: str, user: str, srcip: str = "203.0.113.5") -> bytes:
-    raw = (
-        f'date={day} time={clock} devname="FG60F" type="event" subtype="user" '
-        f'user="{user}" srcip={srcip} dstip=192.168.1.2 action="deny" msg="failed password"'
-    )
-    return orjson.dumps({"format": "fortigate", "raw": raw})
 
 
 def add_events(world: World) -> None:
