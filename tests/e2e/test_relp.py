@@ -41,6 +41,7 @@ from tests.e2e.test_stock_clients import (
     ranges,
     seeded,  # noqa: F401  (the module fixture: a seeded data folder)
     seq_counts,
+    stream_across_a_kill,
 )
 from tests.ingest.test_syslog_tls import Cert, cert  # noqa: F401  (fixture)
 
@@ -178,24 +179,9 @@ def test_rsyslog_omrelp_loses_nothing_across_a_serve_kill_and_restart(
 ) -> None:
     rsyslog_relp.start(serve_relp.syslog)
     began = time.monotonic()
-    written = 0
-
-    def write(upto: int) -> None:
-        nonlocal written
-        rsyslog_relp.append([fortigate_line(seq) for seq in range(written + 1, upto + 1)])
-        written = upto
-
-    killed_at = -1
-    while written < N_LINES:  # 200 lines every 50 ms: a sustained stream
-        write(min(written + 200, N_LINES))
-        if killed_at < 0 and serve_relp.count() >= KILL_AT:
-            serve_relp.kill()
-            killed_at = written
-        time.sleep(0.05)
-    assert killed_at > 0, "the stream ended before the kill"
-    stored_at_kill = serve_relp.count()
-    serve_relp.start()  # same data folder, spool and RELP port
-    restarted_in = time.monotonic() - began
+    killed_at, stored_at_kill, restarted_in = stream_across_a_kill(
+        rsyslog_relp, serve_relp, N_LINES, KILL_AT
+    )
 
     def settled() -> bool:
         before = serve_relp.count()

@@ -398,25 +398,9 @@ def test_rsyslog_queue_across_a_serve_kill_and_restart(
     server had acknowledged into its spool is stored after the restart."""
     framing = "octet-counted-rfc5424"
     rsyslog.start(serve_fortigate.syslog, framing)
-    began = time.monotonic()
-    written = 0
-
-    def write(upto: int) -> None:
-        nonlocal written
-        rsyslog.append([fortigate_line(seq) for seq in range(written + 1, upto + 1)])
-        written = upto
-
-    killed_at = -1
-    while written < N_RESTART:  # 200 lines every 50 ms: a sustained stream
-        write(min(written + 200, N_RESTART))
-        if killed_at < 0 and serve_fortigate.count() >= RESTART_AT:
-            serve_fortigate.kill()
-            killed_at = written
-        time.sleep(0.05)
-    assert killed_at > 0, "the stream ended before the kill"
-    stored_at_kill = serve_fortigate.count()
-    serve_fortigate.start()  # same data folder, spool and port
-    restarted_in = time.monotonic() - began
+    killed_at, stored_at_kill, restarted_in = stream_across_a_kill(
+        rsyslog, serve_fortigate, N_RESTART, RESTART_AT
+    )
 
     def settled() -> bool:
         before = serve_fortigate.count()
@@ -441,6 +425,29 @@ def test_rsyslog_queue_across_a_serve_kill_and_restart(
     assert all(c <= 2 for c in seqs.values())
     assert all(r.source_format == "fortigate" for r in rows)
     assert serve_fortigate.quarantined() == []
+
+
+def stream_across_a_kill(
+    rsyslog: Rsyslog, serve: Serve, lines: int, kill_at: int
+) -> tuple[int, int, float]:
+    """Write ``lines`` FortiGate lines into rsyslog's input, 200 every 50 ms (a sustained
+    stream); SIGKILL ``serve`` once it has stored ``kill_at`` and start it again on the
+    same data folder, spool and ports. Returns (lines written at the kill, stored at the
+    kill, seconds from the first write to the restart)."""
+    began = time.monotonic()
+    written = killed_at = 0
+    while written < lines:
+        upto = min(written + 200, lines)
+        rsyslog.append([fortigate_line(seq) for seq in range(written + 1, upto + 1)])
+        written = upto
+        if not killed_at and serve.count() >= kill_at:
+            serve.kill()
+            killed_at = written
+        time.sleep(0.05)
+    assert killed_at > 0, "the stream ended before the kill"
+    stored_at_kill = serve.count()
+    serve.start()
+    return killed_at, stored_at_kill, time.monotonic() - began
 
 
 def ranges(numbers: list[int]) -> list[tuple[int, int]]:
