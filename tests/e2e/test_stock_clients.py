@@ -286,12 +286,16 @@ class Rsyslog:
     def source(self) -> Path:
         return self.root / "fortigate.log"
 
+    def config(self, work: Path, port: int, framing: str) -> str:
+        """The rsyslog.conf of this daemon (forwarding with omfwd)."""
+        return rsyslog_conf(work, self.source, port, framing)
+
     def start(self, port: int, framing: str) -> None:
         assert RSYSLOGD is not None
         work = self.root / "work"
         work.mkdir(exist_ok=True)
         conf = self.root / "rsyslog.conf"
-        conf.write_text(rsyslog_conf(work, self.source, port, framing))
+        conf.write_text(self.config(work, port, framing))
         check = subprocess.run(
             [RSYSLOGD, "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=30
         )
