@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,8 @@ class HyperscanMatcher(LiteralMatcher):
                 scratch = local.scratch = hyperscan.Scratch(database)
             database.scan(
                 text.encode("utf-8", "surrogatepass"),
-                match_event_handler=_collector(numbers),
+                match_event_handler=_append_number,
+                context=numbers,
                 scratch=scratch,
             )
         for number, literal in self._with_nul:
@@ -232,13 +234,9 @@ def _store_entry(entry: Path, data: bytes) -> None:
 _PRUNED: set[Path] = set()
 
 
-def _collector(numbers: list[int]) -> Callable[..., None]:
-    append = numbers.append
-
-    def on_match(number: int, _start: int, _end: int, _flags: int, _context: Any) -> None:
-        append(number)
-
-    return on_match
+def _append_number(number: int, _start: int, _end: int, _flags: int, numbers: list[int]) -> None:
+    """Hyperscan's match callback: the literal's number onto the list passed as context."""
+    numbers.append(number)
 
 
 def literal_matcher(
@@ -253,6 +251,32 @@ def literal_matcher(
     return HyperscanMatcher(literals, cache_dir)
 
 
+def rendered_forms(literal: str) -> tuple[str, ...]:
+    """How a lowercased literal of a value occurs in the value's JSON text, lowercased.
+
+    A JSON string escapes ``"``, ``\\`` and control characters (``\\n``, ``\\u001f``): a
+    value holding the literal holds its escaped form in the document. The literal itself is
+    kept too, for values whose text is itself JSON (a nested element the parser keeps as
+    its compact JSON, with unescaped quotes). Non-ASCII characters are not escaped, by the
+    ``evtx`` renderer as by orjson and ``json.dumps(ensure_ascii=False)``. Final sigma is
+    written as σ (:func:`rendered_text`).
+    """
+    literal = literal.replace(FINAL_SIGMA, SIGMA)
+    escaped = json.dumps(literal, ensure_ascii=False)[1:-1].lower()
+    return (literal,) if escaped == literal else (literal, escaped)
+
+
+FINAL_SIGMA = "ς"
+SIGMA = "σ"
+"""``str.lower`` maps Σ to ς or σ by its neighbours, and an escape (``\\n``) gives a Σ
+other neighbours in JSON than in its value: text and literals are compared with ς as σ."""
+
+
+def rendered_text(text: str) -> str:
+    """A JSON document lowercased as :meth:`Bucket.rendered_found` searches it."""
+    return text.lower().replace(FINAL_SIGMA, SIGMA)
+
+
 @dataclass(slots=True)
 class Bucket:
     """The rules one index key can match, with their prefilter."""
@@ -265,14 +289,21 @@ class Bucket:
     :meth:`EventView.search_text`; None: no literals."""
     payloads: Sequence[Payload]
     """Per literal number of :attr:`matcher`: who wants it (:data:`Payload`)."""
+    engine: str | None = None
+    cache_dir: Path | None = None
+    _rendered: tuple[LiteralMatcher, tuple[int, ...]] | None = None
+    """The matcher of :meth:`rendered_found` (built on first use) and, per pattern, the
+    literal number it stands for."""
 
-    def candidates(self, view: EventView) -> list[int]:
+    def candidates(self, view: EventView, found: Iterable[int] | None = None) -> list[int]:
         """Positions (ascending) of the rules whose literals occur in the event.
 
         The matcher runs once over all lowercased values joined by ``"\\0"``. A literal
         found there is in some value; keyword literals need no more, a field's literal is
         checked against that field's value (a plain substring test, only on a hit). A hit
         spanning two values is at worst a spurious candidate, never a missed one.
+        ``found``: literal numbers already known to include every literal of the event's
+        values (:meth:`rendered_found` on its JSON text); the search is then skipped.
         """
         matcher = self.matcher
         if matcher is None:
@@ -280,7 +311,7 @@ class Bucket:
         hits: set[int] = set(self.always)
         lower = view.lower
         payloads = self.payloads
-        for number in set(matcher.found(view.search_text())):
+        for number in set(matcher.found(view.search_text()) if found is None else found):
             literal, anywhere, fields = payloads[number]
             if anywhere:
                 hits.update(anywhere)
@@ -297,6 +328,34 @@ class Bucket:
                             hits.update(positions)
                             break
         return sorted(hits)
+
+    def rendered_found(self, text: str) -> set[int]:
+        """Numbers of the literals that may occur in an event, from its JSON text.
+
+        ``text``: the event's rendered JSON document, as it is. Every literal occurring
+        in one of the event's values occurs here in one of its :func:`rendered_forms`, so
+        the answer includes every number :meth:`candidates` could find (names and JSON
+        punctuation may add more): an empty answer, in a bucket without ``always`` rules,
+        means no rule of the bucket can match and the event need not be decoded at all.
+        """
+        if self.matcher is None:
+            return set()
+        matcher, by_pattern = self._rendered or self.prepare_rendered()
+        return {by_pattern[pattern] for pattern in matcher.found(rendered_text(text))}
+
+    def prepare_rendered(self) -> tuple[LiteralMatcher, tuple[int, ...]]:
+        """Build (or load from the cache folder) the matcher of :meth:`rendered_found`."""
+        rendered = self._rendered
+        if rendered is None:
+            patterns: list[str] = []
+            numbers: list[int] = []
+            for number, (literal, _anywhere, _fields) in enumerate(self.payloads):
+                for form in rendered_forms(literal):
+                    patterns.append(form)
+                    numbers.append(number)
+            rendered = literal_matcher(patterns, self.engine, self.cache_dir), tuple(numbers)
+            self._rendered = rendered
+        return rendered
 
 
 def build_bucket(
@@ -321,4 +380,11 @@ def build_bucket(
         payloads.append((literal, anywhere, fields))
     literals_in_order = [payload[0] for payload in payloads]
     matcher = literal_matcher(literals_in_order, engine, cache_dir) if words else None
-    return Bucket(rules=rules, always=tuple(always), matcher=matcher, payloads=payloads)
+    return Bucket(
+        rules=rules,
+        always=tuple(always),
+        matcher=matcher,
+        payloads=payloads,
+        engine=engine,
+        cache_dir=cache_dir,
+    )

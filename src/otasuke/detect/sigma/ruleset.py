@@ -12,6 +12,7 @@ in the :class:`~otasuke.detect.engine.Detector`, not here (a rule set is shared)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,20 @@ from otasuke.detect.sigma.rules import (
 from otasuke.detect.sigma.view import EventView, sigma_name
 from otasuke.ingest.event import Event, SourceFormat
 
-__all__ = ["RuleSet", "default_cache_dir", "default_rule_paths"]
+__all__ = ["RuleSet", "Screened", "default_cache_dir", "default_rule_paths"]
 
 Correlation = tuple[RuleInfo, CorrelationSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """What :meth:`RuleSet.screen_rendered` learnt of a record before it was decoded."""
+
+    key: IndexKey
+    bucket: Bucket
+    found: set[int]
+    """The bucket's literal numbers seen in the record's JSON text (a superset of those
+    in its values): :meth:`RuleSet.matching_rules` need not search the values again."""
 
 
 def default_rule_paths() -> list[Path]:
@@ -139,11 +151,38 @@ class RuleSet:
         """Sigma ルール評価: the Windows rules this event's fields match, in load order."""
         return [rule.info for rule in self.matching_rules(EventView(fields))]
 
-    def matching_rules(self, view: EventView) -> list[CompiledRule]:
-        """The compiled Windows rules matching one event view (a Windows event log record)."""
-        bucket = self._bucket(view.key())
+    def matching_rules(
+        self, view: EventView, screened: Screened | None = None
+    ) -> list[CompiledRule]:
+        """The compiled Windows rules matching one event view (a Windows event log record).
+
+        ``screened``: what :meth:`screen_rendered` found in the same record's JSON text; used
+        when its key is the view's (else, and without it, the view is searched).
+        """
+        key = view.key()
+        if screened is not None and screened.key == key:
+            bucket = screened.bucket
+            rules = bucket.rules
+            found = screened.found
+            return [rules[i] for i in bucket.candidates(view, found) if rules[i].predicate(view)]
+        bucket = self._bucket(key)
         rules = bucket.rules
         return [rules[i] for i in bucket.candidates(view) if rules[i].predicate(view)]
+
+    def screen_rendered(self, key: IndexKey, text: str) -> Screened | None:
+        """None when no Windows rule can match this record: it need not be decoded.
+
+        ``key``: the record's (Channel, EventID), lowercased, as the parser read it from
+        ``text``, the record's JSON document (the ``evtx`` renderer's). Its bucket's literal
+        prefilter runs over the document (:meth:`Bucket.rendered_found`): about
+        two records in three of the corpus contain no literal of any rule their key can
+        match, and are done with no JSON decoding, no flattening, no view.
+        """
+        bucket = self._bucket(key)
+        found = bucket.rendered_found(text)
+        if not found and not bucket.always:
+            return None
+        return Screened(key, bucket, found)
 
     def event_matches(self, event: Event) -> tuple[list[CompiledRule], Mapping[str, Any]]:
         """The rules one event matches (any format), and the fields they were matched on.
@@ -198,11 +237,14 @@ class RuleSet:
         """Build the bucket of every (Channel, EventID) a rule names; return how many.
 
         Buckets are otherwise built when the first event of a key arrives. Their
-        prefilters are kept in the cache folder, so a prepared cache makes the first
-        events of a later run as fast as the rest (the bench's cold load does this).
+        prefilters (on views and on JSON text) are kept in the cache folder, so a prepared
+        cache makes the first events of a later run as fast as the rest (the bench's cold
+        load does this).
         """
         for key in list(self._by_key):
-            self._bucket(key)
+            bucket = self._bucket(key)
+            if bucket.matcher is not None:
+                bucket.prepare_rendered()
         return len(self._by_positions)
 
     def _bucket_of(self, positions: Sequence[int]) -> Bucket:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from otasuke.errors import OtasukeError, ParseError
@@ -33,9 +33,9 @@ class ParseContext:
     """Time zone of timestamps that carry no offset (Japanese UTMs log JST)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record read from a file, before parsing."""
+class RawRecord(NamedTuple):
+    """One record read from a file, before parsing (a named tuple: one per record, made
+    in the hot loop of ``otasuke detect``, where a frozen dataclass cost ~0.5 µs more)."""
 
     format: str
     raw: str | Mapping[str, Any]

@@ -133,12 +133,36 @@ class EvtxParser:
         except _SHAPE_ERRORS as err:
             raise _malformed(err, ctx) from err
 
+    @staticmethod
+    def rendered_key(text: str) -> tuple[str | None, str] | None:
+        """(Channel, EventID) of a record ``read_rendered`` yields: :func:`rendered_key`."""
+        return rendered_key(text)
+
     def sniff(self, path: Path, head: bytes) -> bool:
         """An EVTX file starts with the file header magic ``ElfFile\\0``."""
         return head.startswith(EVTX_MAGIC)
 
     def read_file(self, path: Path) -> Iterator[RawRecord]:
         """Every record of the file; an unreadable one as a ``_parse_error`` placeholder."""
+        loads = orjson.loads
+        for record in self.read_rendered(path):
+            text = record.raw
+            if type(text) is not str:
+                yield record  # a placeholder already
+                continue
+            try:
+                data = loads(text)
+            except orjson.JSONDecodeError as err:
+                yield _error_record(path, record.location.rpartition("#")[2], err)
+                continue
+            yield RawRecord(format="evtx", raw=data, location=record.location)
+
+    def read_rendered(self, path: Path) -> Iterator[RawRecord]:
+        """As :meth:`read_file`, each record's ``raw`` left as the renderer's JSON text.
+
+        ``otasuke detect`` reads the key (:func:`rendered_key`) and searches the text for
+        the rules' literals before it decodes a record, and most records stop there.
+        """
         try:
             records = evtx.PyEvtxParser(str(path), 1).records_json()  # 1 thread: 2× faster here
         except (OSError, RuntimeError, ValueError) as err:
@@ -147,7 +171,6 @@ class EvtxParser:
         errors = 0
         unreadable = 0
         prefix = f"{path}#"
-        loads = orjson.loads
         while True:
             try:
                 item = next(records)
@@ -164,12 +187,84 @@ class EvtxParser:
             if not isinstance(item, dict):
                 return
             record_id = item.get("event_record_id")
-            try:
-                data = loads(item["data"])
-            except (orjson.JSONDecodeError, KeyError, TypeError) as err:
-                yield _error_record(path, str(record_id), err)
+            data = item.get("data")
+            if type(data) is not str:
+                yield _error_record(path, str(record_id), TypeError("no JSON text"))
                 continue
             yield RawRecord(format="evtx", raw=data, location=f"{prefix}{record_id}")
+
+
+_WINDOWS_EVENT = (
+    '{"Event":{"#attributes":{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"},'
+    '"System":{'
+)
+_SYSTEM_AFTER_ATTRIBUTES = ',"System":{'
+_SYSTEM_FIRST = '{"Event":{"System":{'
+_EVENT_ATTRIBUTES = '{"Event":{"#attributes":{'
+_QUALIFIED = '{"#attributes":{'
+_QUALIFIED_TEXT = '},"#text":'
+_NULL_CHANNEL = 'null,"Computer":'
+
+
+def rendered_key(text: str) -> tuple[str | None, str] | None:
+    """(Channel lowercased, EventID digits) of a rendered record, read without decoding it.
+
+    The ``evtx`` renderer writes compact JSON in the XML's order: ``Event`` opens with its
+    attributes, then ``System``, whose ``EventID`` comes before ``Channel``, and
+    ``Channel`` just before ``Computer``. A quote inside a JSON string is escaped, so
+    ``"EventID":`` can only be a key; the first one after ``System`` opens, first in
+    ``System`` or right after an element (``Provider``), is System's.
+    Anything else (other spacing, an escaped channel) answers None, and the caller decodes
+    the record as usual: this is only a shortcut, and where it answers it equals the key
+    the fields of :func:`_flatten` give (a ``null`` channel: None).
+    """
+    if text.startswith(_WINDOWS_EVENT):  # the usual opening, in one test
+        at = len(_WINDOWS_EVENT)
+    elif text.startswith(_SYSTEM_FIRST):
+        at = len(_SYSTEM_FIRST)
+    elif text.startswith(_EVENT_ATTRIBUTES):
+        close = text.find("}", len(_EVENT_ATTRIBUTES))  # Event's attributes are flat
+        if close < 0 or not text.startswith(_SYSTEM_AFTER_ATTRIBUTES, close + 1):
+            return None
+        at = close + 1 + len(_SYSTEM_AFTER_ATTRIBUTES)
+    else:
+        return None
+    system = at
+    at = text.find('"EventID":', at)
+    if at < 0 or (at != system and not text.startswith("}},", at - 3)):
+        return None  # first in System, or right after Provider: not one of its attributes
+    at += 10
+    if text.startswith(_QUALIFIED, at):  # {"#attributes":{"Qualifiers":0},"#text":7036}
+        at = text.find("}", at + len(_QUALIFIED))
+        if not text.startswith(_QUALIFIED_TEXT, at):
+            return None
+        at += len(_QUALIFIED_TEXT)
+        end = text.find("}", at)
+        if not text.startswith(",", end + 1):
+            return None
+    else:
+        end = text.find(",", at)
+    digits = text[at:end]
+    if digits[:1] == '"' and digits[-1:] == '"':  # some exports write "EventID":"4624"
+        digits = digits[1:-1]
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+        return None
+    if digits[0] == "0" and len(digits) > 1:  # as int() reads it
+        digits = str(int(digits))
+    at = text.find('"Channel":', end)
+    if at < 0:
+        return None
+    at += 10
+    if text.startswith(_NULL_CHANNEL, at):
+        return None, digits
+    if text[at : at + 1] != '"':
+        return None
+    at += 1
+    end = text.find('"', at)
+    channel = text[at:end]
+    if end < 0 or "\\" in channel or not text.startswith(',"Computer":', end + 1):
+        return None
+    return channel.lower(), digits
 
 
 def _error_record(path: Path, where: str, err: BaseException) -> RawRecord:

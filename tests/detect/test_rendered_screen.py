@@ -1,0 +1,182 @@
+"""テキスト段階の絞り込み (screen on the JSON text): ``otasuke detect`` reads an EVTX record's
+(Channel, EventID) and searches the rules' literals in its JSON text before decoding it.
+It is only a shortcut: the matches must be those of decoding every record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otasuke.detect.command import Tally, scan_file
+from otasuke.detect.sigma import RuleSet
+from otasuke.detect.sigma.compile import ANY_FIELD
+from otasuke.detect.sigma.index import build_bucket, hyperscan, rendered_forms
+from otasuke.detect.sigma.view import EventView
+from otasuke.ingest.parsers import ParseContext
+from otasuke.ingest.parsers.evtx import EvtxParser, rendered_key
+
+ENGINES = ["pyahocorasick", *(["hyperscan"] if hyperscan is not None else [])]
+PARSER = EvtxParser()
+CTX = ParseContext()
+
+
+def view_of(text: str) -> EventView:
+    return EventView(PARSER.parse_for_detection(text, CTX).fields)
+
+
+def matches(ruleset: RuleSet, files: list[Path], screen_text: bool) -> tuple[Tally, set[Any]]:
+    tally = Tally()
+    found = set()
+    for path in files:
+        for rule, event in scan_file(path, ruleset, tally, lambda _: None, screen_text=screen_text):
+            found.add((rule.info.id, str(path), event.record_id))
+    return tally, found
+
+
+def test_corpus_matches_are_those_of_decoding_every_record(corpus: Path, tmp_path: Path) -> None:
+    """Every EVTX file of the corpus, the bundled rules: the same (rule, record) pairs."""
+    ruleset = RuleSet.load([Path(__file__).parents[2] / "src/otasuke/rules/sigma"])
+    files = sorted((corpus / "evtx").rglob("*.evtx"))
+    screened_tally, screened = matches(ruleset, files, screen_text=True)
+    decoded_tally, decoded = matches(ruleset, files, screen_text=False)
+    assert screened == decoded
+    assert len(decoded) > 1000  # the corpus fires hundreds of rules: not an empty comparison
+    assert screened_tally.records == decoded_tally.records > 10_000
+    assert screened_tally.matches == decoded_tally.matches
+
+
+def test_key_from_the_text_is_the_key_of_the_fields(corpus: Path) -> None:
+    """Where rendered_key answers, it equals the decoded record's (Channel, EventID)."""
+    answered = unanswered = 0
+    for path in sorted((corpus / "evtx").rglob("*.evtx")):
+        for record in PARSER.read_rendered(path):
+            if not isinstance(record.raw, str):
+                continue
+            key = rendered_key(record.raw)
+            if key is None:
+                unanswered += 1
+                continue
+            answered += 1
+            assert key == view_of(record.raw).key(), record.location
+    # Qualified EventIDs, quoted EventIDs and null channels are read too; a record
+    # without a Channel element is the one left to decoding.
+    assert answered > 10_000
+    assert unanswered <= 5
+
+
+@pytest.mark.parametrize(
+    ("system", "expected"),
+    [
+        ({"EventID": 4624, "Channel": "Security", "Computer": "pc"}, ("security", "4624")),
+        (
+            {"EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 7036}, "Channel": "System"},
+            None,  # no Computer after the Channel: not the renderer's System, decoded instead
+        ),
+        (
+            {
+                "EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 7036},
+                "Channel": "System",
+                "Computer": "pc",
+            },
+            ("system", "7036"),
+        ),
+        ({"EventID": "0042", "Channel": "Security", "Computer": "pc"}, ("security", "42")),
+        ({"EventID": 1, "Channel": None, "Computer": "pc"}, (None, "1")),
+        ({"EventID": 1, "Channel": 'a"b', "Computer": "pc"}, None),
+        ({"EventID": -1, "Channel": "Security", "Computer": "pc"}, None),
+        ({"Channel": "Security", "Computer": "pc"}, None),
+    ],
+)
+def test_key_shapes(system: dict[str, Any], expected: tuple[str | None, str] | None) -> None:
+    provider = {"Provider": {"#attributes": {"Name": "P", "Guid": "{g}"}}}
+    record = {"Event": {"#attributes": {"xmlns": "x"}, "System": {**provider, **system}}}
+    assert rendered_key(orjson.dumps(record).decode()) == expected
+
+
+def test_an_attribute_named_eventid_is_not_the_key() -> None:
+    """Only System's own EventID (first, or right after an element) gives the key."""
+    system = {
+        "Provider": {"#attributes": {"Name": "P", "EventID": 9}},
+        "EventID": 4624,
+        "Channel": "Security",
+        "Computer": "pc",
+    }
+    text = orjson.dumps({"Event": {"System": system}}).decode()
+    assert rendered_key(text) is None
+
+
+def test_forms_of_a_literal_in_json_text() -> None:
+    assert rendered_forms("cmd.exe") == ("cmd.exe",)
+    assert rendered_forms("\\cmd.exe") == ("\\cmd.exe", "\\\\cmd.exe")
+    assert rendered_forms('" /c') == ('" /c', '\\" /c')
+    assert rendered_forms("a\nb") == ("a\nb", "a\\nb")
+    assert rendered_forms("日本語") == ("日本語",)
+    assert rendered_forms("ας") == ("ασ",)  # final sigma: σ in literals and text alike
+
+
+# Values with the characters JSON escapes, letters whose case changes, and non-ASCII.
+# Few ordinary letters, so that most cut literals hold one of the others.
+CHARS = "aZ0 " + '\\"/\n\t\x01\x7f' + "İıΣς日"
+values = st.text(alphabet=CHARS, max_size=12)
+NAMES = ["Image", "CommandLine", "User", "Hashes", "Target Name", "Data", "Inner"]
+names = st.sampled_from(NAMES)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name in draw(st.lists(names, max_size=4, unique=True)):
+        data[name] = draw(
+            st.one_of(
+                values,
+                st.integers(-5, 10**6),
+                st.booleans(),
+                st.none(),
+                st.lists(values, max_size=3),
+                st.fixed_dictionaries({"#text": values}),
+                st.fixed_dictionaries({"Inner": values}),  # nested: its leaf name
+            )
+        )
+    system = {
+        "Provider": {"#attributes": {"Name": draw(values)}},
+        "EventID": draw(st.integers(0, 70000)),
+        "Channel": draw(st.one_of(st.none(), values)),
+        "Computer": draw(values),
+        "TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.165324Z"}},
+    }
+    return {"Event": {"#attributes": {"xmlns": "x"}, "System": system, "EventData": data}}
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    record=records(),
+    picks=st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(1, 6), st.sampled_from([*NAMES, ANY_FIELD])),
+        min_size=1,
+        max_size=6,
+    ),
+    engine=st.sampled_from(ENGINES),
+)
+def test_screen_never_drops_a_candidate(
+    record: dict[str, Any], picks: list[tuple[int, int, str]], engine: str
+) -> None:
+    """Literals cut from the record's own values (so many do occur), per field or anywhere:
+    every rule the view's prefilter keeps, the text's keeps too."""
+    text = orjson.dumps(record).decode()
+    view = view_of(text)
+    joined = view.search_text()
+    literals = []
+    for start, length, field in picks:
+        literal = joined[start % max(len(joined), 1) :][:length].replace("\0", "") or "x"
+        literals.append(frozenset({(field.lower().replace(" ", ""), literal)}))
+    bucket = build_bucket(list(range(len(literals))), literals, engine)
+    found = bucket.rendered_found(text)
+    assert set(bucket.candidates(view)) <= set(bucket.candidates(view, found))
+    key = rendered_key(text)
+    if key is not None:
+        assert key == view.key()
