@@ -96,12 +96,12 @@ def spool_record(sensor_id: int, seq: int) -> bytes:
     )
 
 
-def tiny_detector_paths(tmp_path: Path) -> tuple[Path, Path]:
-    """One Sigma rule and one IOC list: workers start in a second, not in five."""
+def tiny_detector_paths(tmp_path: Path, rules_text: str = RULE) -> tuple[Path, Path]:
+    """One Sigma rule file and one IOC list: workers start in a second, not in five."""
     rules, iocs = tmp_path / "rules", tmp_path / "iocs"
     rules.mkdir(parents=True)
     iocs.mkdir()
-    (rules / "whoami.yml").write_text(RULE)
+    (rules / "rules.yml").write_text(rules_text)
     (iocs / "bad.txt").write_text("198.51.100.66\n")
     return rules, iocs
 
@@ -165,9 +165,17 @@ class Worker:
 
 
 def start_worker(
-    config: BusConfig, db: Database, tmp_path: Path, smtp: tuple[str, int], name: str
+    config: BusConfig,
+    db: Database,
+    tmp_path: Path,
+    smtp: tuple[str, int],
+    name: str,
+    *,
+    rules_text: str = RULE,
+    extra: tuple[str, ...] = (),
 ) -> Worker:
-    rules, iocs = tiny_detector_paths(tmp_path / name)
+    """``otasuke worker`` in its own process; ``rules_text``: its one Sigma rule file."""
+    rules, iocs = tiny_detector_paths(tmp_path / name, rules_text)
     env = {
         **os.environ,
         "OTASUKE_DATA_DIR": str(tmp_path / name / "data"),
@@ -193,6 +201,7 @@ def start_worker(
         str(config.ack_wait_seconds),
         "--notify-every",
         "0.5",
+        *extra,
     ]
     log = (tmp_path / f"{name}.log").open("w")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)

@@ -9,7 +9,11 @@ message only after that commit.
 
 Two workers may correlate alerts of one customer at the same moment; to keep "one
 incident, one mail" they take a PostgreSQL transaction-scoped advisory lock per
-customer (in customer order, so they cannot deadlock) before correlating.
+customer (in customer order) before correlating. The same lock guards the customer's
+correlation-rule windows, which the workers share through the database
+(:mod:`otasuke.detect.correlation_shared`): taken while detecting, it may be taken out
+of customer order, and PostgreSQL's deadlock detection then aborts one transaction,
+which is retried at once (:data:`RETRY_SQLSTATES`).
 
 Notification runs after the commit. :func:`notify_due_claimed` is safe with any number
 of workers: each incident is claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` and the
@@ -33,6 +37,7 @@ from sqlalchemy.orm import Session
 from otasuke.bus.batch import BadLine, BusRecord, decode_batch
 from otasuke.db.engine import Database
 from otasuke.db.models import Incident, Notification, QuarantinedRecord, Sensor, StoredEvent
+from otasuke.detect.correlation_shared import SharedCorrelation, SharedTransaction
 from otasuke.detect.detection import Detection
 from otasuke.detect.engine import Detector
 from otasuke.incidents.correlate import RecentIncidents, record_detections
@@ -125,14 +130,18 @@ class BatchHandler:
         self.window = incident_window
         self.target = notify_target
         self.postgres = db.engine.dialect.name == "postgresql"
+        self.shared: SharedCorrelation | None = None
+        """Correlation windows shared with the other workers (PostgreSQL only: the workers
+        of one SQLite database are one process)."""
+        if self.postgres and detector.correlation is not None:
+            self.shared = SharedCorrelation(detector.correlation, lock_customer)
 
     def handle(self, body: bytes, label: str) -> HandleResult:
         """Store and process one message in one transaction (retried on a clash with another
         worker: see :data:`STORE_ATTEMPTS`)."""
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
-                with self.db.session() as s:
-                    return self._handle(s, body, label)
+                return self._transaction(body, label)
             except DBAPIError as err:
                 clash = isinstance(err, IntegrityError)
                 if not clash and getattr(err.orig, "sqlstate", None) not in RETRY_SQLSTATES:
@@ -145,6 +154,26 @@ class BatchHandler:
                     type(err.orig).__name__,
                 )
         raise AssertionError("unreachable")
+
+    def _transaction(self, body: bytes, label: str) -> HandleResult:
+        """One attempt: the message's events, detections and shared correlation windows
+        (:mod:`otasuke.detect.correlation_shared`) commit together or not at all."""
+        shared: SharedTransaction | None = None
+        committed = False
+        try:
+            with self.db.session() as s:
+                if self.shared is not None:
+                    shared = self.shared.begin(s)
+                    self.detector.correlation_gate = shared.enter
+                result = self._handle(s, body, label)
+                if shared is not None:
+                    shared.write()
+            committed = True
+            return result
+        finally:
+            self.detector.correlation_gate = None
+            if shared is not None:
+                shared.finish(committed)
 
     def _handle(self, s: Session, body: bytes, label: str) -> HandleResult:
         records, bad = decode_batch(body)
@@ -204,10 +233,7 @@ class BatchHandler:
                 )
         if self.postgres:
             for customer_id in sorted({row.customer_id for row, dets in found if dets}):
-                s.execute(
-                    text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                    {"space": CORRELATE_LOCK_SPACE, "key": customer_id},
-                )
+                lock_customer(s, customer_id)
         touched: dict[int, Incident] = {}
         recent: RecentIncidents = {}
         for row, detections in found:
@@ -285,6 +311,14 @@ class BatchHandler:
                     raw=no_nul(body.decode("utf-8", "replace")),
                 )
             )
+
+
+def lock_customer(s: Session, customer_id: int) -> None:
+    """The customer's transaction-scoped advisory lock (PostgreSQL; held until commit)."""
+    s.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :key)"),
+        {"space": CORRELATE_LOCK_SPACE, "key": customer_id},
+    )
 
 
 def notify_due_claimed(db: Database, channel: Channel, settings: Settings) -> int:

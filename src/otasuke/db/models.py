@@ -345,3 +345,21 @@ class CustomerFilter(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(default=now_utc)
+
+
+class CorrelationState(Base):
+    """相関ルールの共有状態: one customer's open correlation windows, shared by bus workers.
+
+    ``state`` is :meth:`CorrelationEngine.customer_snapshot` as JSON; ``version`` grows by
+    one with each write. A worker reads it under the customer's advisory lock before it
+    feeds that customer's events to its correlations and writes it back in the same
+    transaction (see ``otasuke.detect.correlation_shared``).
+    """
+
+    __tablename__ = "correlation_states"
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(default=0)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=now_utc)

@@ -17,8 +17,8 @@ serve``, each ``otasuke worker``) writes its windows as one JSON file under
 Which file: a process takes the first free *slot* ``<role>-<n>.json`` whose lock file it
 can lock (``flock``, held until it exits). One worker always gets slot 0 back after a
 restart; several workers on one machine each get their own slot, never writing the same
-file. (Correlation state is per process anyway: which worker sees which event is up to
-the bus.) An unreadable snapshot is moved aside as ``*.bad`` and logged, never silently
+file. (Bus workers on PostgreSQL also share each customer's windows through the database,
+:mod:`.correlation_shared`, which then decides over this file.) An unreadable snapshot is moved aside as ``*.bad`` and logged, never silently
 dropped. The state is bounded (``max_groups`` windows), so is the file.
 """
 

@@ -61,6 +61,9 @@ class Detector:
         self._tuning_version: tuple[object, ...] | None = None
         self.state_file: CorrelationStateFile | None = None
         """Where the correlation state is kept across restarts (saved between batches)."""
+        self.correlation_gate: Callable[[str | int | None], None] | None = None
+        """Called with the customer before one of its events is fed to the correlations
+        (bus workers: takes that customer's shared windows, :mod:`.correlation_shared`)."""
 
     @classmethod
     def load(
@@ -106,6 +109,8 @@ class Detector:
         correlation = self.correlation
         if correlation is not None:
             ids = [r.info.id for r in matched if r.info.id in self._watched]
+            if ids and self.correlation_gate is not None:
+                self.correlation_gate(customer)
             hits = correlation.feed(event.observed_at, customer, ids, fields) if ids else []
             if not ids and correlation.needs_ticks:
                 hits = correlation.tick(event.observed_at.timestamp())

@@ -53,6 +53,13 @@ MAX_CHAIN = 4
 """Correlations of correlations are followed this deep."""
 
 
+class _AllCustomers:
+    """The default of :meth:`CorrelationEngine.snapshot`: every customer's windows."""
+
+
+ALL_CUSTOMERS: Any = _AllCustomers()
+
+
 @dataclass(frozen=True, slots=True)
 class CorrelationHit:
     """A correlation rule's condition met for one group (相関検知)."""
@@ -221,21 +228,25 @@ class CorrelationEngine:
         self._closing = 0
         return hits
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, customer: str | int | None = ALL_CUSTOMERS) -> dict[str, Any]:
         """The open windows as plain JSON-able data (see :meth:`restore`).
 
         Each group names its correlation by rule id and a fingerprint of its spec, so a
         snapshot restored after the rules changed only brings back what still means the
-        same thing. Groups are listed least recently updated first.
+        same thing. Groups are listed least recently updated first. ``customer``: only
+        that customer's windows (None: events without a customer).
         """
         fingerprints = [_fingerprint(spec) for _, spec in self.correlations]
+        only = customer if customer is ALL_CUSTOMERS or customer is None else str(customer)
         groups = []
-        for (position, customer, values), g in self._state.items():
+        for (position, owner, values), g in self._state.items():
+            if only is not ALL_CUSTOMERS and owner != only:
+                continue
             groups.append(
                 {
                     "rule": self.correlations[position][0].id,
                     "spec": fingerprints[position],
-                    "customer": customer,
+                    "customer": owner,
                     "group": list(values),
                     "first": g.first,
                     "last": g.last,
@@ -303,6 +314,21 @@ class CorrelationEngine:
             if not self.correlations[old_key[0]][1].rising and not self._is_temporal(old_key):
                 self._closing -= 1
         return restored
+
+    def replace_customer(self, customer: str | int | None, snapshot: Mapping[str, Any]) -> int:
+        """Forget one customer's windows and take those of ``snapshot`` (its own
+        :meth:`snapshot` as another process wrote it); how many were taken."""
+        owner = None if customer is None else str(customer)
+        for key in [k for k in self._state if k[1] == owner]:
+            del self._state[key]
+            if not self.correlations[key[0]][1].rising and not self._is_temporal(key):
+                self._closing -= 1
+        return self.restore(
+            {
+                **snapshot,
+                "groups": [g for g in snapshot.get("groups", ()) if g["customer"] == owner],
+            }
+        )
 
     def _passed(self, key: GroupKey, group: _Group, now: float) -> bool:
         spec = self.correlations[key[0]][1]
