@@ -56,6 +56,8 @@ class Tally:
     files: int = 0
     skipped_files: int = 0
     records: int = 0
+    screened: int = 0
+    """Records no rule could match, found so on their text and never decoded."""
     parse_errors: int = 0
     matches: int = 0
     fired: Counter[str] = field(default_factory=Counter)
@@ -66,6 +68,7 @@ class Tally:
         self.files += other.files
         self.skipped_files += other.skipped_files
         self.records += other.records
+        self.screened += other.screened
         self.parse_errors += other.parse_errors
         self.matches += other.matches
         self.fired.update(other.fired)
@@ -327,6 +330,7 @@ def scan_file(
             if key is not None:
                 screened = screen(key, raw)
                 if screened is None:
+                    tally.screened += 1
                     continue  # no rule can match: not decoded
         try:
             event = parse(raw, ctx)
@@ -389,7 +393,8 @@ def _summary(err: Console, ruleset: RuleSet, tally: Tally, *, load_s: float, sca
     reasons = Counter(r.reason.split(":")[0] for r in ruleset.refused)
     err.print(
         f"ファイル / files: {tally.files} (スキップ / skipped {tally.skipped_files})  "
-        f"レコード / records: {tally.records}  解析エラー / parse errors: {tally.parse_errors}\n"
+        f"レコード / records: {tally.records} (本文を解析せず除外 / ruled out unparsed: "
+        f"{tally.screened})  解析エラー / parse errors: {tally.parse_errors}\n"
         f"検知 / matches: {tally.matches}  発火ルール / rules fired: {len(tally.fired)}  "
         f"{rate:,.0f} events/s ({scan_s:.2f} s; rules loaded in {load_s:.2f} s)\n"
         f"ルール / rules: {len(ruleset.rules)} loaded, {len(ruleset.refused)} refused",
