@@ -183,3 +183,22 @@ def test_screen_never_drops_a_candidate(
     key = rendered_key(text)
     if key is not None:
         assert key == view.key()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            lambda head, tail: head + tail,
+            st.sampled_from(['{"Event":{"System":{', '{"Event":{"#attributes":{', "{"]),
+            st.text(
+                alphabet='"EventID:Channel,Computer{}#attributes0123456789 \\nul', max_size=120
+            ),
+        ),
+    )
+)
+def test_key_reader_never_fails_on_any_text(text: str) -> None:
+    """Whatever text comes, rendered_key answers a key or None, never an exception."""
+    key = rendered_key(text)
+    assert key is None or (isinstance(key[1], str) and key[1].isdigit())
