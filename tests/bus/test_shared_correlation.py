@@ -193,4 +193,6 @@ def test_two_worker_processes_over_nats_raise_each_brute_force_once(
             worker.close()
     print(f"\nshared correlation, 2 worker processes: {stats}")
     assert all(s.get("messages", 0) > 0 for s in stats), stats  # both took a share
+    # each took windows the other had moved, and wrote its own back
+    assert all(s["correlation_loaded"] > 0 and s["correlation_written"] > 0 for s in stats)
     assert [brute_force_alerts(pg_db, ip) for ip in ips] == [1, 1, 1, 1]

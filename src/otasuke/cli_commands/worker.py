@@ -101,7 +101,11 @@ def worker_command(
     finally:
         save_state(detector)
         db.dispose()
-        print(json.dumps({"worker": asdict(worker.stats)}), flush=True)
+        figures = asdict(worker.stats)
+        if handler.shared is not None:  # correlation windows shared with other workers
+            figures["correlation_loaded"] = handler.shared.loaded
+            figures["correlation_written"] = handler.shared.written
+        print(json.dumps({"worker": figures}), flush=True)
 
 
 if __name__ == "__main__":  # until the lead registers it: python -m otasuke.cli_commands.worker
