@@ -299,7 +299,7 @@ class CorrelationEngine:
             group.numbers = deque((float(t), float(v)) for t, v in item["numbers"])
             if spec.numeric and spec.rising and spec.percentile is not None:
                 group.ranked = sorted(v for _, v in group.numbers)
-            closing = not spec.rising and not spec.type.startswith("temporal")
+            closing = _decided_at_close(spec)
             if not closing and self._passed(key, group, clock):
                 continue
             if key in self._state:
@@ -311,7 +311,7 @@ class CorrelationEngine:
         while len(self._state) > self.max_groups:
             old_key, _ = self._state.popitem(last=False)
             self.evicted += 1
-            if not self.correlations[old_key[0]][1].rising and not self._is_temporal(old_key):
+            if _decided_at_close(self.correlations[old_key[0]][1]):
                 self._closing -= 1
         return restored
 
@@ -321,7 +321,7 @@ class CorrelationEngine:
         owner = None if customer is None else str(customer)
         for key in [k for k in self._state if k[1] == owner]:
             del self._state[key]
-            if not self.correlations[key[0]][1].rising and not self._is_temporal(key):
+            if _decided_at_close(self.correlations[key[0]][1]):
                 self._closing -= 1
         return self.restore(
             {
@@ -338,7 +338,7 @@ class CorrelationEngine:
 
     def _closed(self, key: GroupKey, group: _Group) -> list[CorrelationHit]:
         spec = self.correlations[key[0]][1]
-        if spec.rising or spec.type.startswith("temporal"):
+        if not _decided_at_close(spec):
             return []
         self._closing -= 1
         if spec.numeric:
@@ -370,7 +370,7 @@ class CorrelationEngine:
         count = self._count(spec, group, rule_id, t, fields)
         if closed is not None:
             return closed
-        decided_now = spec.rising or spec.type.startswith("temporal")
+        decided_now = not _decided_at_close(spec)
         if count is not None and decided_now and spec.holds(count):
             del self._state[key]
             if spec.numeric:
@@ -382,16 +382,13 @@ class CorrelationEngine:
         while len(self._state) >= self.max_groups:
             old_key, _ = self._state.popitem(last=False)
             self.evicted += 1
-            if not self.correlations[old_key[0]][1].rising and not self._is_temporal(old_key):
+            if _decided_at_close(self.correlations[old_key[0]][1]):
                 self._closing -= 1
         group = _Group(t, len(spec.rules) if spec.type == "temporal_ordered" else 0)
         self._state[key] = group
-        if not spec.rising and not spec.type.startswith("temporal"):
+        if _decided_at_close(spec):
             self._closing += 1
         return group
-
-    def _is_temporal(self, key: GroupKey) -> bool:
-        return self.correlations[key[0]][1].type.startswith("temporal")
 
     def _count(
         self, spec: CorrelationSpec, group: _Group, rule_id: str, t: float, fields: _Fields
@@ -553,6 +550,12 @@ class _Fields:
 
     def __contains__(self, name: str) -> bool:
         return self.get(name) is not None
+
+
+def _decided_at_close(spec: CorrelationSpec) -> bool:
+    """Counted conditions that only the window's end decides (lt, lte, eq, neq): open
+    windows of these are what :meth:`CorrelationEngine.tick` must close."""
+    return not spec.rising and not spec.type.startswith("temporal")
 
 
 def _hashable(value: Any) -> Any:

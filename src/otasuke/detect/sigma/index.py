@@ -251,6 +251,12 @@ def literal_matcher(
     return HyperscanMatcher(literals, cache_dir)
 
 
+FINAL_SIGMA = "ς"
+SIGMA = "σ"
+"""``str.lower`` maps Σ to ς or σ by its neighbours, and an escape (``\\n``) gives a Σ
+other neighbours in JSON than in its value: text and literals are compared with ς as σ."""
+
+
 def rendered_forms(literal: str) -> tuple[str, ...]:
     """How a lowercased literal of a value occurs in the value's JSON text, lowercased.
 
@@ -264,12 +270,6 @@ def rendered_forms(literal: str) -> tuple[str, ...]:
     literal = literal.replace(FINAL_SIGMA, SIGMA)
     escaped = json.dumps(literal, ensure_ascii=False)[1:-1].lower()
     return (literal,) if escaped == literal else (literal, escaped)
-
-
-FINAL_SIGMA = "ς"
-SIGMA = "σ"
-"""``str.lower`` maps Σ to ς or σ by its neighbours, and an escape (``\\n``) gives a Σ
-other neighbours in JSON than in its value: text and literals are compared with ς as σ."""
 
 
 def rendered_text(text: str) -> str:

@@ -161,13 +161,11 @@ class RuleSet:
         """
         key = view.key()
         if screened is not None and screened.key == key:
-            bucket = screened.bucket
-            rules = bucket.rules
-            found = screened.found
-            return [rules[i] for i in bucket.candidates(view, found) if rules[i].predicate(view)]
-        bucket = self._bucket(key)
+            bucket, found = screened.bucket, screened.found
+        else:
+            bucket, found = self._bucket(key), None
         rules = bucket.rules
-        return [rules[i] for i in bucket.candidates(view) if rules[i].predicate(view)]
+        return [rules[i] for i in bucket.candidates(view, found) if rules[i].predicate(view)]
 
     def screen_rendered(self, key: IndexKey, text: str) -> Screened | None:
         """None when no Windows rule can match this record: it need not be decoded.
