@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from otasuke.detect.command import Tally, scan_file
@@ -164,6 +164,22 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
         max_size=6,
     ),
     engine=st.sampled_from(ENGINES),
+)
+@example(  # σ and ς share the form σ: two literal numbers behind one pyahocorasick word
+    record={
+        "Event": {
+            "System": {
+                "Provider": {"#attributes": {"Name": "ΣΣ"}},
+                "EventID": 0,
+                "Channel": None,
+                "Computer": "",
+                "TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.165324Z"}},
+            },
+            "EventData": {},
+        }
+    },
+    picks=[(0, 1, "Image"), (1, 1, ANY_FIELD)],
+    engine="pyahocorasick",
 )
 def test_screen_never_drops_a_candidate(
     record: dict[str, Any], picks: list[tuple[int, int, str]], engine: str

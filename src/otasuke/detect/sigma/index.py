@@ -291,9 +291,9 @@ class Bucket:
     """Per literal number of :attr:`matcher`: who wants it (:data:`Payload`)."""
     engine: str | None = None
     cache_dir: Path | None = None
-    _rendered: tuple[LiteralMatcher, tuple[int, ...]] | None = None
+    _rendered: tuple[LiteralMatcher, tuple[tuple[int, ...], ...]] | None = None
     """The matcher of :meth:`rendered_found` (built on first use) and, per pattern, the
-    literal number it stands for."""
+    literal numbers it stands for."""
 
     def candidates(self, view: EventView, found: Iterable[int] | None = None) -> list[int]:
         """Positions (ascending) of the rules whose literals occur in the event.
@@ -341,19 +341,26 @@ class Bucket:
         if self.matcher is None:
             return set()
         matcher, by_pattern = self._rendered or self.prepare_rendered()
-        return {by_pattern[pattern] for pattern in matcher.found(rendered_text(text))}
+        found: set[int] = set()
+        for pattern in matcher.found(rendered_text(text)):
+            found.update(by_pattern[pattern])
+        return found
 
-    def prepare_rendered(self) -> tuple[LiteralMatcher, tuple[int, ...]]:
-        """Build (or load from the cache folder) the matcher of :meth:`rendered_found`."""
+    def prepare_rendered(self) -> tuple[LiteralMatcher, tuple[tuple[int, ...], ...]]:
+        """Build (or load from the cache folder) the matcher of :meth:`rendered_found`.
+
+        Two literals can share a form (``\\\\`` plain and ``\\`` escaped; ``σ`` and ``ς``), so
+        each distinct form is one pattern standing for every literal number that has it
+        (pyahocorasick keeps one value per word).
+        """
         rendered = self._rendered
         if rendered is None:
-            patterns: list[str] = []
-            numbers: list[int] = []
+            forms: dict[str, list[int]] = {}
             for number, (literal, _anywhere, _fields) in enumerate(self.payloads):
                 for form in rendered_forms(literal):
-                    patterns.append(form)
-                    numbers.append(number)
-            rendered = literal_matcher(patterns, self.engine, self.cache_dir), tuple(numbers)
+                    forms.setdefault(form, []).append(number)
+            matcher = literal_matcher(list(forms), self.engine, self.cache_dir)
+            rendered = matcher, tuple(tuple(numbers) for numbers in forms.values())
             self._rendered = rendered
         return rendered
 
