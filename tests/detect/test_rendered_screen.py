@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from otasuke.detect.command import Tally, scan_file
 from otasuke.detect.sigma import RuleSet
 from otasuke.detect.sigma.compile import ANY_FIELD
-from otasuke.detect.sigma.index import build_bucket, hyperscan, rendered_forms
+from otasuke.detect.sigma.index import (
+    _LOWER_TO_ASCII,
+    build_bucket,
+    case_stable,
+    hyperscan,
+    lowercase_sources,
+    rendered_forms,
+    rendered_text,
+)
 from otasuke.detect.sigma.view import EventView
 from otasuke.ingest.parsers import ParseContext
 from otasuke.ingest.parsers.evtx import EvtxParser, rendered_key
@@ -124,14 +132,17 @@ def test_forms_of_a_literal_in_json_text() -> None:
 
 # Values with the characters JSON escapes, letters whose case changes, and non-ASCII.
 # Few ordinary letters, so that most cut literals hold one of the others.
-CHARS = "aZ0 " + '\\"/\n\t\x01\x7f' + "İıΣς日"
-values = st.text(alphabet=CHARS, max_size=12)
+# An ASCII record is searched as it is, without lowercasing (Hyperscan, caseless): half
+# the records are drawn from the ASCII characters alone.
+ASCII_CHARS = "aZ0 " + '\\"/\n\t\x01\x7f'
+CHARS = ASCII_CHARS + "İıΣς日\u212a\u212b–"  # Kelvin K, Angstrom Å (lowercase k, å), a dash
 NAMES = ["Image", "CommandLine", "User", "Hashes", "Target Name", "Data", "Inner"]
 names = st.sampled_from(NAMES)
 
 
 @st.composite
 def records(draw: st.DrawFn) -> dict[str, Any]:
+    values = st.text(alphabet=draw(st.sampled_from([ASCII_CHARS, CHARS])), max_size=12)
     data: dict[str, Any] = {}
     for name in draw(st.lists(names, max_size=4, unique=True)):
         data[name] = draw(
@@ -218,3 +229,62 @@ def test_key_reader_never_fails_on_any_text(text: str) -> None:
     """Whatever text comes, rendered_key answers a key or None, never an exception."""
     key = rendered_key(text)
     assert key is None or (isinstance(key[1], str) and key[1].isdigit())
+
+
+def test_texts_are_searched_unlowered_only_where_lowercasing_changes_nothing_else() -> None:
+    """All of Unicode: what the search of texts as they are (Hyperscan ``CASELESS``, no
+    ``str.lower``) relies on. Only İ and the Kelvin sign lowercase to ASCII letters or to
+    more than one character; a case-stable character comes from itself alone; any other
+    non-ASCII character of a lowercased text comes from one of its lowercase_sources."""
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        lowered = rendered_text(char)
+        if char.isascii():
+            continue
+        if len(lowered) != 1 or lowered.isascii():
+            assert char in _LOWER_TO_ASCII, hex(code)
+            continue
+        if case_stable(lowered):
+            assert lowered == char, hex(code)
+        else:
+            assert char in lowercase_sources(lowered), hex(code)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        ("zı", "ı"),  # dotless i: its own lowercase only
+        ("ΑΣΑ", "ασα"),  # Greek capitals
+        ("ΟΔΟΣ", "οδος"),  # final sigma (σ in the patterns)
+        ("\u1e9e", "ß"),  # capital sharp s
+        ("\u212b", "å"),  # Angstrom sign
+        ("À la", "à la"),
+        ("Microsoft® – Ü", "® – ü"),  # ® and the dash as they are, Ü lowercased
+    ],
+)
+def test_cased_non_ascii_literals_are_found_in_the_text(
+    engine: str, value: str, literal: str
+) -> None:
+    """A literal with cased non-ASCII letters is found whatever the case in the record:
+    the search of texts as they are hands such texts to the lowercased search."""
+    record = {
+        "Event": {
+            "System": {
+                "EventID": 1,
+                "Channel": "Security",
+                "Computer": "pc",
+                "TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.165324Z"}},
+            },
+            "EventData": {"Image": value, "Other": "®"},
+        }
+    }
+    text = orjson.dumps(record).decode()
+    bucket = build_bucket(
+        [0, 1], [frozenset({("image", literal)}), frozenset({("x", "zz")})], engine
+    )
+    found = bucket.rendered_found(text)
+    assert [bucket.payloads[number][0] for number in found] == [literal]
+    assert bucket.candidates(view_of(text), found) == [0]

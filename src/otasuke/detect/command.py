@@ -296,7 +296,7 @@ def scan_file(
 
     A parser that reads records as text and their index key from it (EVTX:
     ``read_rendered``, ``rendered_key``) lets the rules' literal prefilter run on the text
-    first (:meth:`RuleSet.screen_rendered`): a record no rule can match is not decoded
+    first (:meth:`RuleSet.text_screen`): a record no rule can match is not decoded
     (about two in three of the corpus), so its fields are never built and a fault in
     them (a time that is not ISO 8601) is not counted as a parse error. The matches are
     the same as when every record is decoded (tested; ``screen_text=False`` decodes all).
@@ -316,34 +316,40 @@ def scan_file(
     )
     read: Callable[[Path], Iterator[RawRecord]] | None = getattr(parser, "read_rendered", None)
     key_of: Callable[[str], IndexKey | None] | None = getattr(parser, "rendered_key", None)
-    if not screen_text:
-        read = key_of = None
-    screen = ruleset.screen_rendered
+    if screen_text and read is not None and key_of is not None:
+        screen = ruleset.text_screen(key_of)
+        records = read(path)
+    else:
+        screen = None
+        records = parser.read_file(path)
     matching_rules = ruleset.matching_rules
     fired = tally.fired
-    for record in parser.read_file(path) if read is None or key_of is None else read(path):
-        tally.records += 1
-        raw = record.raw
-        screened = None
-        if key_of is not None and type(raw) is str:
-            key = key_of(raw)
-            if key is not None:
-                screened = screen(key, raw)
-                if screened is None:
-                    tally.screened += 1
+    count = ruled_out = 0
+    try:
+        for record in records:
+            count += 1
+            raw = record.raw
+            screened = None
+            if screen is not None and type(raw) is str:
+                screened = screen(raw)
+                if screened is False:
+                    ruled_out += 1
                     continue  # no rule can match: not decoded
-        try:
-            event = parse(raw, ctx)
-        except OtasukeError as error:
-            tally.parse_errors += 1
-            note(f"解析エラー / parse error {record.location}: {error}")
-            continue
-        matched = matching_rules(EventView(event.fields), screened)
-        if matched:
-            for rule in matched:
-                tally.matches += 1
-                fired[rule.info.id] += 1
-                yield rule, event
+            try:
+                event = parse(raw, ctx)
+            except OtasukeError as error:
+                tally.parse_errors += 1
+                note(f"解析エラー / parse error {record.location}: {error}")
+                continue
+            matched = matching_rules(EventView(event.fields), screened or None)
+            if matched:
+                for rule in matched:
+                    tally.matches += 1
+                    fired[rule.info.id] += 1
+                    yield rule, event
+    finally:  # counted once per file (the loop runs for every record)
+        tally.records += count
+        tally.screened += ruled_out
 
 
 def _note(err: Console, tally: Tally, text: str) -> None:

@@ -27,10 +27,10 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ahocorasick
 
@@ -129,9 +129,18 @@ class LiteralMatcher:
         automaton.make_automaton()
         self._automaton = automaton
 
-    def found(self, text: str) -> Iterable[int]:
+    def found(self, text: str) -> list[int]:
         """Numbers of the literals occurring in ``text`` (a number may repeat)."""
         return [number for _end, number in self._automaton.iter(text)]
+
+    def finder(self) -> Callable[[str], Collection[int]]:
+        """:meth:`found` for use by the calling thread only (hot loops)."""
+        iterate = self._automaton.iter
+
+        def found(text: str) -> Collection[int]:
+            return [number for _end, number in iterate(text)]
+
+        return found
 
 
 class HyperscanMatcher(LiteralMatcher):
@@ -143,34 +152,71 @@ class HyperscanMatcher(LiteralMatcher):
     scratch space no other scan uses at the same time: one per thread. The binding passes
     literals as C strings, so a literal holding NUL (none in the shipped rules) is tested
     with ``in`` instead.
+
+    ``caseless``: ASCII letters compared without case, for texts searched as they are
+    rather than lowercased (see :meth:`Bucket.prepare_rendered`); an empty literal stands
+    for none (the caller's way of leaving a literal out while keeping the numbers).
     """
 
     engine = "hyperscan"
 
-    def __init__(self, literals: Sequence[str], cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, literals: Sequence[str], cache_dir: Path | None = None, *, caseless: bool = False
+    ) -> None:
         assert hyperscan is not None
-        plain = [(n, literal) for n, literal in enumerate(literals) if "\0" not in literal]
-        self._with_nul = [(n, literal) for n, literal in enumerate(literals) if "\0" in literal]
-        self._database: Any = _hyperscan_database(plain, cache_dir) if plain else None
+        numbered = [(n, literal) for n, literal in enumerate(literals) if literal]
+        plain = [(n, literal) for n, literal in numbered if "\0" not in literal]
+        self._with_nul = [(n, literal) for n, literal in numbered if "\0" in literal]
+        flags = hyperscan.HS_FLAG_SINGLEMATCH
+        if caseless:
+            flags |= hyperscan.HS_FLAG_CASELESS
+        self._caseless = caseless
+        self._database: Any = _hyperscan_database(plain, cache_dir, flags) if plain else None
         self._local = threading.local()
 
-    def found(self, text: str) -> Iterable[int]:
+    def _scratch(self) -> Any:
+        """The calling thread's scratch space for this database."""
+        local = self._local
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = hyperscan.Scratch(self._database)
+        return scratch
+
+    def finder(self) -> Callable[[str], Collection[int]]:
+        database = self._database
+        if database is None or self._with_nul:
+            return self.found
+        scan = database.scan
+        scratch = self._scratch()
+
+        def found(text: str) -> Collection[int]:
+            numbers: list[int] = []
+            scan(
+                text.encode("utf-8", "surrogatepass"),
+                match_event_handler=_append_number,
+                context=numbers,
+                scratch=scratch,
+            )
+            return numbers
+
+        return found
+
+    def found(self, text: str) -> list[int]:
         numbers: list[int] = []
         database = self._database
         if database is not None:
-            local = self._local
-            scratch = getattr(local, "scratch", None)
-            if scratch is None:
-                scratch = local.scratch = hyperscan.Scratch(database)
+            scratch = self._scratch()
             database.scan(
                 text.encode("utf-8", "surrogatepass"),
                 match_event_handler=_append_number,
                 context=numbers,
                 scratch=scratch,
             )
-        for number, literal in self._with_nul:
-            if literal in text:
-                numbers.append(number)
+        if self._with_nul:
+            searched = text.lower() if self._caseless else text
+            for number, literal in self._with_nul:
+                if literal in searched:
+                    numbers.append(number)
         return numbers
 
 
@@ -179,7 +225,11 @@ PREFILTER_CACHE = "prefilter"
 _STALE_SECONDS = 30 * 86400
 
 
-def _hyperscan_database(plain: Sequence[tuple[int, str]], cache_dir: Path | None) -> Any:
+def _hyperscan_database(
+    plain: Sequence[tuple[int, str]],
+    cache_dir: Path | None,
+    flags: int = 0,
+) -> Any:
     """The compiled database for these (number, literal) pairs, from the cache if there.
 
     Compiling the largest bucket (Sysmon process creation, ~7,500 literals) takes ~0.2 s;
@@ -189,7 +239,10 @@ def _hyperscan_database(plain: Sequence[tuple[int, str]], cache_dir: Path | None
     Entries unused for 30 days are removed when a new one is written.
     """
     assert hyperscan is not None
+    flags = flags or hyperscan.HS_FLAG_SINGLEMATCH
     digest = hashlib.sha256(hyperscan.__version__.encode())
+    if flags != hyperscan.HS_FLAG_SINGLEMATCH:  # entries of plain databases keep their names
+        digest.update(f"flags:{flags}:".encode())
     for number, literal in plain:
         digest.update(f"{number}:{len(literal)}:".encode())
         digest.update(literal.encode("utf-8", "surrogatepass"))
@@ -206,7 +259,7 @@ def _hyperscan_database(plain: Sequence[tuple[int, str]], cache_dir: Path | None
         expressions=[literal.encode("utf-8", "surrogatepass") for _, literal in plain],
         ids=[n for n, _ in plain],
         elements=len(plain),
-        flags=hyperscan.HS_FLAG_SINGLEMATCH,
+        flags=flags,
         literal=True,
     )
     if entry is not None:
@@ -277,6 +330,72 @@ def rendered_text(text: str) -> str:
     return text.lower().replace(FINAL_SIGMA, SIGMA)
 
 
+class RenderedMatchers(NamedTuple):
+    """What :meth:`Bucket.rendered_found` searches with."""
+
+    lowered: LiteralMatcher
+    """Every pattern (a literal's :func:`rendered_forms`), on lowercased JSON text."""
+    by_pattern: tuple[tuple[int, ...], ...]
+    """Per pattern, the literal numbers it stands for."""
+    caseless: LiteralMatcher | None
+    """For texts as they are (Hyperscan only): the :func:`case_stable` patterns with the
+    same numbers, then the :func:`_case_triggers` of the others, numbered from
+    ``len(by_pattern)`` on."""
+
+
+def case_stable(literal: str) -> bool:
+    """Whether every non-ASCII character of ``literal`` is one no case mapping touches.
+
+    Such a character is in a lowercased text exactly where it is in the text (no other
+    character lowercases to it: tests/detect/test_rendered_screen.py checks all of
+    Unicode), so the literal can be searched in the text as it is, with ASCII letters
+    compared without case. True of dashes, ®, CJK; not of Greek or accented letters.
+    """
+    return literal.isascii() or all(c.isascii() or c.lower() == c == c.upper() for c in literal)
+
+
+_OTHER_SOURCES = {
+    "å": "\u212b",  # ANGSTROM SIGN
+    "θ": "\u03f4",  # GREEK CAPITAL THETA SYMBOL
+    "ω": "\u2126",  # OHM SIGN
+    "ß": "\u1e9e",  # LATIN CAPITAL LETTER SHARP S
+    "\u0307": "\u0130",  # COMBINING DOT ABOVE, from İ
+    SIGMA: FINAL_SIGMA,
+}
+"""Characters whose lowercase holds a character other than by its own upper or title case
+(Angstrom sign, Ohm sign …), and ς, which :func:`rendered_text` writes as σ."""
+
+
+def lowercase_sources(char: str) -> frozenset[str]:
+    """Every character whose :func:`rendered_text` holds ``char`` (a non-ASCII one)."""
+    sources = {char, *_OTHER_SOURCES.get(char, "")}
+    sources.update(c for c in (char.upper(), char.title()) if len(c) == 1)
+    return frozenset(sources)
+
+
+def _case_triggers(patterns: Sequence[str]) -> list[str]:
+    """Characters at least one of which a text holds if a pattern that is not
+    :func:`case_stable` can occur in its lowercase: one cased character of each such
+    pattern, with every character that lowercases to it."""
+    triggers: set[str] = set()
+    for pattern in patterns:
+        for char in pattern:
+            if not char.isascii() and not case_stable(char):
+                triggers.update(lowercase_sources(char))
+                break
+    return sorted(triggers)
+
+
+_LOWER_TO_ASCII = ("\u0130", "\u212a")
+"""The only characters whose ``str.lower()`` holds ASCII letters (İ → "i̇", Kelvin K → "k");
+İ is also the only one that lowercases to two characters."""
+
+
+def lowers_alike(text: str) -> bool:
+    """Whether ``text.lower()`` maps each character alone and ASCII only from ASCII."""
+    return _LOWER_TO_ASCII[0] not in text and _LOWER_TO_ASCII[1] not in text
+
+
 @dataclass(slots=True)
 class Bucket:
     """The rules one index key can match, with their prefilter."""
@@ -291,8 +410,8 @@ class Bucket:
     """Per literal number of :attr:`matcher`: who wants it (:data:`Payload`)."""
     engine: str | None = None
     cache_dir: Path | None = None
-    _rendered: tuple[LiteralMatcher, tuple[tuple[int, ...], ...]] | None = None
-    """The matcher of :meth:`rendered_found` (built on first use) and, per pattern, the
+    _rendered: RenderedMatchers | None = None
+    """The matchers of :meth:`rendered_found` (built on first use) and, per pattern, the
     literal numbers it stands for."""
 
     def candidates(self, view: EventView, found: Iterable[int] | None = None) -> list[int]:
@@ -338,20 +457,56 @@ class Bucket:
         punctuation may add more): an empty answer, in a bucket without ``always`` rules,
         means no rule of the bucket can match and the event need not be decoded at all.
         """
-        if self.matcher is None:
-            return set()
-        matcher, by_pattern = self._rendered or self.prepare_rendered()
-        found: set[int] = set()
-        for pattern in matcher.found(rendered_text(text)):
-            found.update(by_pattern[pattern])
-        return found
+        return set(self.rendered_search()(text))
 
-    def prepare_rendered(self) -> tuple[LiteralMatcher, tuple[tuple[int, ...], ...]]:
-        """Build (or load from the cache folder) the matcher of :meth:`rendered_found`.
+    def rendered_search(self) -> Callable[[str], Collection[int]]:
+        """:meth:`rendered_found` as a function with its matchers bound, for one thread's
+        loop over many records (the Hyperscan scratch space is taken once, not per text)."""
+        if self.matcher is None:
+            return _nothing_found
+        matchers = self._rendered or self.prepare_rendered()
+        by_pattern = matchers.by_pattern
+        triggered = len(by_pattern)
+        found_in_lowered = matchers.lowered.finder()
+        found_as_is = matchers.caseless.finder() if matchers.caseless is not None else None
+
+        def search_lowered(text: str) -> Collection[int]:
+            found: set[int] = set()
+            for pattern in found_in_lowered(rendered_text(text)):
+                found.update(by_pattern[pattern])
+            return found
+
+        def search(text: str) -> Collection[int]:
+            if found_as_is is None or not (text.isascii() or lowers_alike(text)):
+                return search_lowered(text)  # isascii() reads a flag: no scan
+            patterns = found_as_is(text)
+            if not patterns:
+                return ()
+            found: set[int] = set()
+            for pattern in patterns:
+                if pattern >= triggered:  # a pattern with cased non-ASCII may be there
+                    return search_lowered(text)
+                found.update(by_pattern[pattern])
+            return found
+
+        return search
+
+    def prepare_rendered(self) -> RenderedMatchers:
+        """Build (or load from the cache folder) the matchers of :meth:`rendered_found`.
 
         Two literals can share a form (``\\\\`` plain and ``\\`` escaped; ``σ`` and ``ς``), so
         each distinct form is one pattern standing for every literal number that has it
         (pyahocorasick keeps one value per word).
+
+        With Hyperscan, a second database searches texts as they are, sparing the
+        lowercasing of each (~1.5 µs a record; ~15 µs for one with non-ASCII characters,
+        such as Sysmon's "Microsoft®"). In a text that :func:`lowers_alike`, lowercasing
+        maps each character alone and gives ASCII letters only from ASCII letters, so a
+        :func:`case_stable` pattern occurs in the lowercased text iff it occurs in the
+        text with ASCII case ignored (Hyperscan's ``CASELESS``). Any other pattern holds a
+        cased non-ASCII character, and can only occur if the text holds a character that
+        lowercases to it (:func:`_case_triggers`, searched in the same scan): then the text
+        is lowercased and searched as before.
         """
         rendered = self._rendered
         if rendered is None:
@@ -359,10 +514,22 @@ class Bucket:
             for number, (literal, _anywhere, _fields) in enumerate(self.payloads):
                 for form in rendered_forms(literal):
                     forms.setdefault(form, []).append(number)
-            matcher = literal_matcher(list(forms), self.engine, self.cache_dir)
-            rendered = matcher, tuple(tuple(numbers) for numbers in forms.values())
+            patterns = list(forms)
+            matcher = literal_matcher(patterns, self.engine, self.cache_dir)
+            caseless = None
+            if isinstance(matcher, HyperscanMatcher):
+                stable = [pattern if case_stable(pattern) else "" for pattern in patterns]
+                triggers = _case_triggers(patterns)
+                caseless = HyperscanMatcher([*stable, *triggers], self.cache_dir, caseless=True)
+            rendered = RenderedMatchers(
+                matcher, tuple(tuple(numbers) for numbers in forms.values()), caseless
+            )
             self._rendered = rendered
         return rendered
+
+
+def _nothing_found(_text: str) -> Collection[int]:
+    return ()
 
 
 def build_bucket(

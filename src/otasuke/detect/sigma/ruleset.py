@@ -11,10 +11,9 @@ in the :class:`~otasuke.detect.engine.Detector`, not here (a rule set is shared)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from otasuke.detect.detection import Detection, DetectionSource
 from otasuke.detect.sigma.cache import default_cache_dir
@@ -39,13 +38,14 @@ __all__ = ["RuleSet", "Screened", "default_cache_dir", "default_rule_paths"]
 Correlation = tuple[RuleInfo, CorrelationSpec]
 
 
-@dataclass(frozen=True, slots=True)
-class Screened:
-    """What :meth:`RuleSet.screen_rendered` learnt of a record before it was decoded."""
+class Screened(NamedTuple):
+    """What :meth:`RuleSet.screen_rendered` learnt of a record before it was decoded.
+
+    A named tuple: one is made for every record that goes on to be decoded."""
 
     key: IndexKey
     bucket: Bucket
-    found: set[int]
+    found: Collection[int]
     """The bucket's literal numbers seen in the record's JSON text (a superset of those
     in its values): :meth:`RuleSet.matching_rules` need not search the values again."""
 
@@ -181,6 +181,35 @@ class RuleSet:
         if not found and not bucket.always:
             return None
         return Screened(key, bucket, found)
+
+    def text_screen(
+        self, key_of: Callable[[str], IndexKey | None]
+    ) -> Callable[[str], Screened | Literal[False] | None]:
+        """:meth:`screen_rendered` as one function of the text, for a loop over many records.
+
+        ``key_of`` reads a record's key from its text (EVTX: ``rendered_key``). The
+        function answers False when no rule can match the record (it need not be decoded),
+        a :class:`Screened` when some may, None when the key could not be read (decode the
+        record and match it as usual). Per key, the bucket and its text search are looked
+        up once: this runs for every record of ``otasuke detect``.
+        """
+        entries: dict[IndexKey, tuple[Bucket, Callable[[str], Collection[int]], bool]] = {}
+
+        def screen(text: str) -> Screened | Literal[False] | None:
+            key = key_of(text)
+            if key is None:
+                return None
+            entry = entries.get(key)
+            if entry is None:
+                bucket = self._bucket(key)
+                entry = entries[key] = (bucket, bucket.rendered_search(), bool(bucket.always))
+            bucket, search, always = entry
+            found = search(text)
+            if found or always:
+                return Screened(key, bucket, found)
+            return False
+
+        return screen
 
     def event_matches(self, event: Event) -> tuple[list[CompiledRule], Mapping[str, Any]]:
         """The rules one event matches (any format), and the fields they were matched on.
