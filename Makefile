@@ -9,10 +9,12 @@ STAMP  := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/otasuke/_speedups.pyx
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# Compiled twins of the hottest loops (Cython, in place); the Python code runs without them.
+	$(BIN)/cythonize -i -q src/otasuke/_speedups.pyx || echo "otasuke._speedups not built: the Python code runs alone"
 	touch $(STAMP)
 
 install: $(STAMP)  ## virtual environment with the project and its dev tools
@@ -36,4 +38,5 @@ bench: $(STAMP)  ## benchmarks (figures, not pass/fail); see bench/README.md
 	$(BIN)/python bench/detect.py
 
 clean:  ## remove the virtual environment and local data
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache build src/build
+	rm -f src/otasuke/_speedups.c src/otasuke/_speedups.*.so

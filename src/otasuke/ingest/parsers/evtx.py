@@ -29,7 +29,7 @@ time per record.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -68,6 +68,12 @@ _SYSTEM_TIME = re.compile(
 
 Scalar = str | int | float | bool | None
 FieldValue = Scalar | list[Scalar]
+
+_compiled_flatten: Callable[..., dict[str, FieldValue] | None] | None
+try:  # built by `make install` (Cython): the fields of _flatten for the usual records
+    from otasuke._speedups import flatten_event as _compiled_flatten
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled_flatten = None
 
 
 class FlatRecord(NamedTuple):
@@ -314,19 +320,23 @@ def _flatten(record: Mapping[str, Any], ctx: ParseContext) -> FlatRecord:
     system = event.get("System")
     if type(system) is not dict and not isinstance(system, Mapping):
         raise ParseError("missing or not an object", field="Event.System", source=ctx.sensor)
-    fields: dict[str, FieldValue] = {}
-    _flatten_system(system, fields)
-    fields["EventID"] = _event_id(system.get("EventID"), ctx)
-    system_keys = system.keys()
-    for key, payload in event.items():
-        if key in _PAYLOAD_SKIP:
-            continue
-        if key == "UserData" and (type(payload) is dict or isinstance(payload, Mapping)):
-            for child_key, child in payload.items():
-                if child_key != "#attributes":
-                    _flatten_payload(child, fields, system_keys)
-        else:
-            _flatten_payload(payload, fields, system_keys)
+    fields = None
+    if _compiled_flatten is not None and type(event) is dict and type(system) is dict:
+        fields = _compiled_flatten(event, system, _ATTRIBUTE_NAMES, _PAYLOAD_SKIP, _PAYLOAD_SPECIAL)
+    if fields is None:  # the general loop (and anything the compiled one leaves to it)
+        fields = {}
+        _flatten_system(system, fields)
+        fields["EventID"] = _event_id(system.get("EventID"), ctx)
+        system_keys = system.keys()
+        for key, payload in event.items():
+            if key in _PAYLOAD_SKIP:
+                continue
+            if key == "UserData" and (type(payload) is dict or isinstance(payload, Mapping)):
+                for child_key, child in payload.items():
+                    if child_key != "#attributes":
+                        _flatten_payload(child, fields, system_keys)
+            else:
+                _flatten_payload(payload, fields, system_keys)
     observed_at = _system_time(fields.get("TimeCreated"), ctx)
     computer = fields.get("Computer")
     return FlatRecord(

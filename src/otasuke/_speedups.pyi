@@ -1,0 +1,17 @@
+# Types of the compiled module (_speedups.pyx); see its docstrings.
+from collections.abc import Callable
+from typing import Any
+
+def flatten_system(
+    system: dict[str, Any], fields: dict[str, Any], attribute_names: dict[str, dict[Any, str]]
+) -> bool: ...
+def view_original(
+    fields: dict[str, Any], names: dict[str, str], text_of: Callable[[Any], Any]
+) -> tuple[dict[str, Any], bool] | None: ...
+def flatten_event(
+    event: dict[str, Any],
+    system: dict[str, Any],
+    attribute_names: dict[str, dict[Any, str]],
+    skip: frozenset[str],
+    special: frozenset[str],
+) -> dict[str, Any] | None: ...
