@@ -10,7 +10,10 @@ records.
 * :func:`flatten_system`, :func:`flatten_event`: ``otasuke.ingest.parsers.evtx``'s
   ``_flatten_system`` and the fields of ``_flatten``.
 * :func:`view_original`: the string values of ``otasuke.detect.sigma.view.EventView``.
+* :func:`rendered_key`: ``otasuke.ingest.parsers.evtx.rendered_key``.
 """
+
+cimport cython
 
 
 cdef inline bint _is_scalar(object value):
@@ -161,3 +164,70 @@ def view_original(dict fields, dict names, object text_of):
         if type(value) is not str:
             return original, False
     return original, True
+
+
+cdef str _WINDOWS_EVENT = (
+    '{"Event":{"#attributes":{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"},'
+    '"System":{'
+)
+cdef str _SYSTEM_AFTER_ATTRIBUTES = ',"System":{'
+cdef str _SYSTEM_FIRST = '{"Event":{"System":{'
+cdef str _EVENT_ATTRIBUTES = '{"Event":{"#attributes":{'
+cdef str _QUALIFIED = '{"#attributes":{'
+cdef str _QUALIFIED_TEXT = '},"#text":'
+cdef str _NULL_CHANNEL = 'null,"Computer":'
+
+
+@cython.wraparound(True)  # slices and indices below may be negative, as in Python
+@cython.boundscheck(True)
+def rendered_key(str text):
+    """``otasuke.ingest.parsers.evtx.rendered_key``, line for line (see its docstring)."""
+    cdef Py_ssize_t at, close, system, end
+    cdef str digits, channel
+    if text.startswith(_WINDOWS_EVENT):
+        at = len(_WINDOWS_EVENT)
+    elif text.startswith(_SYSTEM_FIRST):
+        at = len(_SYSTEM_FIRST)
+    elif text.startswith(_EVENT_ATTRIBUTES):
+        close = text.find("}", len(_EVENT_ATTRIBUTES))
+        if close < 0 or not text.startswith(_SYSTEM_AFTER_ATTRIBUTES, close + 1):
+            return None
+        at = close + 1 + len(_SYSTEM_AFTER_ATTRIBUTES)
+    else:
+        return None
+    system = at
+    at = text.find('"EventID":', at)
+    if at < 0 or (at != system and not text.startswith("}},", at - 3)):
+        return None
+    at += 10
+    if text.startswith(_QUALIFIED, at):
+        at = text.find("}", at + len(_QUALIFIED))
+        if not text.startswith(_QUALIFIED_TEXT, at):
+            return None
+        at += len(_QUALIFIED_TEXT)
+        end = text.find("}", at)
+        if not text.startswith(",", end + 1):
+            return None
+    else:
+        end = text.find(",", at)
+    digits = text[at:end]
+    if digits[:1] == '"' and digits[-1:] == '"':
+        digits = digits[1:-1]
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+        return None
+    if digits[0] == "0" and len(digits) > 1:
+        digits = str(int(digits))
+    at = text.find('"Channel":', end)
+    if at < 0:
+        return None
+    at += 10
+    if text.startswith(_NULL_CHANNEL, at):
+        return None, digits
+    if text[at : at + 1] != '"':
+        return None
+    at += 1
+    end = text.find('"', at)
+    channel = text[at:end]
+    if end < 0 or "\\" in channel or not text.startswith(',"Computer":', end + 1):
+        return None
+    return channel.lower(), digits

@@ -18,7 +18,7 @@ from otasuke.detect.sigma import view as view_module
 from otasuke.detect.sigma.view import _NAMES, EventView, text_of
 from otasuke.ingest.parsers import ParseContext
 from otasuke.ingest.parsers import evtx as evtx_module
-from otasuke.ingest.parsers.evtx import _ATTRIBUTE_NAMES, EvtxParser, _flatten
+from otasuke.ingest.parsers.evtx import _ATTRIBUTE_NAMES, EvtxParser, _flatten, rendered_key
 
 try:
     from otasuke import _speedups
@@ -183,3 +183,41 @@ def test_a_record_it_declines_is_flattened_by_python() -> None:
     fields = _flatten(record, CTX).fields
     assert fields["EventID"] == 4688
     assert fields["Data"] == ["a", "b"]
+
+
+def test_the_key_read_from_the_text_is_the_same(corpus: Path) -> None:
+    parser = EvtxParser()
+    texts = [
+        record.raw
+        for path in sorted((corpus / "evtx").rglob("*.evtx"))
+        for record in parser.read_rendered(path)
+    ]
+    assert parser.rendered_key is _speedups.rendered_key  # what otasuke detect calls
+    assert [_speedups.rendered_key(t) for t in texts] == [rendered_key(t) for t in texts]
+    assert sum(rendered_key(t) is not None for t in texts) > 10_000
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=120),
+        st.builds(
+            lambda head, tail: head + tail,
+            st.sampled_from(
+                [
+                    '{"Event":{"System":{',
+                    '{"Event":{"#attributes":{',
+                    '{"Event":{"#attributes":{"xmlns":"x"},"System":{"Provider":{}},',
+                    "{",
+                ]
+            ),
+            st.text(
+                alphabet='"EventID:Channel,Computer{}#attributes0123456789 \\nul-',
+                max_size=120,
+            ),
+        ),
+    )
+)
+def test_any_text_gives_the_same_key(text: str) -> None:
+    """Negative positions (a brace not found), quotes, leading zeros: the same answer."""
+    assert _speedups.rendered_key(text) == rendered_key(text)

@@ -70,10 +70,12 @@ Scalar = str | int | float | bool | None
 FieldValue = Scalar | list[Scalar]
 
 _compiled_flatten: Callable[..., dict[str, FieldValue] | None] | None
-try:  # built by `make install` (Cython): the fields of _flatten for the usual records
+_compiled_rendered_key: Callable[[str], tuple[str | None, str] | None] | None
+try:  # built by `make install` (Cython): the same answers as the Python below, faster
     from otasuke._speedups import flatten_event as _compiled_flatten
+    from otasuke._speedups import rendered_key as _compiled_rendered_key
 except ImportError:  # pragma: no cover - depends on the build
-    _compiled_flatten = None
+    _compiled_flatten = _compiled_rendered_key = None
 
 
 class FlatRecord(NamedTuple):
@@ -139,10 +141,11 @@ class EvtxParser:
         except _SHAPE_ERRORS as err:
             raise _malformed(err, ctx) from err
 
-    @staticmethod
-    def rendered_key(text: str) -> tuple[str | None, str] | None:
-        """(Channel, EventID) of a record ``read_rendered`` yields: :func:`rendered_key`."""
-        return rendered_key(text)
+    @property
+    def rendered_key(self) -> Callable[[str], tuple[str | None, str] | None]:
+        """Reads (Channel, EventID) of a record ``read_rendered`` yields: :func:`rendered_key`
+        (its compiled twin where ``otasuke._speedups`` is built; called once per record)."""
+        return _compiled_rendered_key or rendered_key
 
     def sniff(self, path: Path, head: bytes) -> bool:
         """An EVTX file starts with the file header magic ``ElfFile\\0``."""
