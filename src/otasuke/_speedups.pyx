@@ -231,3 +231,28 @@ def rendered_key(str text):
     if end < 0 or "\\" in channel or not text.startswith(',"Computer":', end + 1):
         return None
     return channel.lower(), digits
+
+
+cdef class Lowered(dict):
+    """``otasuke.detect.sigma.view.Lowered``: an event's values lowercased on first look."""
+
+    cdef dict _original
+
+    def __init__(self, dict original):
+        self._original = original
+
+    def __missing__(self, name):
+        cdef object value = self._original.get(name)
+        cdef object folded
+        if type(value) is str:
+            folded = (<str>value).lower()
+        elif value is None:
+            folded = None
+        else:
+            folded = [item.lower() for item in value]
+        self[name] = folded
+        return folded
+
+    def get(self, name, default=None):
+        cdef object value = self[name]
+        return default if value is None else value

@@ -221,3 +221,20 @@ def test_the_key_read_from_the_text_is_the_same(corpus: Path) -> None:
 def test_any_text_gives_the_same_key(text: str) -> None:
     """Negative positions (a brace not found), quotes, leading zeros: the same answer."""
     assert _speedups.rendered_key(text) == rendered_key(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    original=st.dictionaries(
+        st.sampled_from(["image", "user", "data", "x"]),
+        st.one_of(st.none(), st.text(alphabet="aZİΣς ", max_size=5), st.lists(st.text(max_size=3))),
+    ),
+    names=st.lists(st.sampled_from(["image", "user", "data", "x", "absent"]), max_size=6),
+)
+def test_lowered_values_are_the_same(original: dict[str, Any], names: list[str]) -> None:
+    python, compiled = view_module.Lowered(original), _speedups.Lowered(original)
+    for name in names:
+        assert compiled[name] == python[name]
+        assert compiled.get(name, "d") == python.get(name, "d")
+    assert dict(compiled) == dict(python)
+    assert "absent" not in compiled or compiled["absent"] is None

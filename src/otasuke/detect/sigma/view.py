@@ -62,10 +62,12 @@ def _scalar_text(value: Any) -> str | None:
 
 
 _view_original: Callable[..., tuple[dict[str, Text], bool] | None] | None
+_compiled_lowered: Callable[[dict[str, Text]], dict[str, Text]] | None
 try:  # built by `make install` (Cython); the Python below does the same without it
+    from otasuke._speedups import Lowered as _compiled_lowered
     from otasuke._speedups import view_original as _view_original
 except ImportError:  # pragma: no cover - depends on the build
-    _view_original = None
+    _view_original = _compiled_lowered = None
 
 _NAMES: dict[str, str] = {}
 """Field name → lowercased name, for every name seen without a space (EVTX has a few
@@ -138,7 +140,8 @@ class EventView:
 
     def _set(self, original: dict[str, Text], scalar: bool) -> None:
         self.original: dict[str, Text] = original
-        self.lower = Lowered(original)
+        self.lower: dict[str, Text] = (_compiled_lowered or Lowered)(original)
+        """The lowercased values (:class:`Lowered`, or its compiled twin)."""
         self._scalar = scalar
         """Every value a string: the values are the list :meth:`all_values` gives."""
         self._all_lower: list[str] | None = None
