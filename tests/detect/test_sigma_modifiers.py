@@ -143,6 +143,24 @@ def test_cidr(rule: Any) -> None:
     assert not fires(rules, DestinationIp="not an ip")
 
 
+def test_cidr_lists_of_both_versions(rule: Any) -> None:
+    """A list of networks (one address read for all of them), IPv4 and IPv6 mixed."""
+    rules = rule(
+        "IpAddress|cidr:\n"
+        "          - '10.0.0.0/8'\n"
+        "          - '192.168.0.0/16'\n"
+        "          - 'fe80::/10'\n"
+        "          - '::1/128'"
+    )
+    for inside in ("10.9.8.7", "192.168.1.1", " 192.168.1.1 ", "fe80::1", "::1"):
+        assert fires(rules, IpAddress=inside), inside
+    for outside in ("11.0.0.1", "192.169.0.1", "2001:db8::1", "::2", "-", "", "10.0.0.0/8"):
+        assert not fires(rules, IpAddress=outside), outside
+    not_inside = rule("IpAddress|cidr:\n          - '10.0.0.0/8'\n          - 'fc00::/7'")
+    assert fires(not_inside, IpAddress="fd00::5")
+    assert not fires(not_inside, IpAddress="8.8.8.8")
+
+
 def test_numeric_comparisons(rule: Any) -> None:
     assert fires(rule("LogonType|gt: 2"), LogonType=3)
     assert not fires(rule("LogonType|gt: 2"), LogonType="2")

@@ -9,6 +9,7 @@ closure ``predicate(view) -> bool`` over an :class:`~otasuke.detect.sigma.view.E
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +29,7 @@ from sigma.types import (
     SpecialChars,
 )
 
-from otasuke.detect.sigma.values import Unsupported, ValueTest, value_tests
+from otasuke.detect.sigma.values import Unsupported, ValueTest, cidr_any, value_tests
 from otasuke.detect.sigma.view import EventView, Text
 
 Predicate = Callable[[EventView], bool]
@@ -243,7 +244,10 @@ def combine_tests(tests: Sequence[ValueTest]) -> Callable[[str], bool]:
     suffixes = tuple(t.text for t in tests if t.kind == "suffix")
     needles = tuple(t.text for t in tests if t.kind == "contains")
     others = tuple(t.test for t in tests if t.kind == "other")
-    if len(tests) == 1 and not others:
+    networks = [ipaddress.ip_network(t.text, strict=False) for t in tests if t.kind == "cidr"]
+    if networks:
+        others = (*others, cidr_any(networks))
+    if len(tests) == 1:
         return tests[0].test
 
     def any_test(s: str) -> bool:

@@ -57,7 +57,8 @@ class ValueTest:
     """The lowercased value when the test is plain equality (for the rule index)."""
     kind: str = "other"
     """``eq``, ``prefix``, ``suffix`` or ``contains`` with ``text``: lets an OR of values
-    on one field run as one set lookup and one tuple ``startswith``; ``other`` uses ``test``."""
+    on one field run as one set lookup and one tuple ``startswith``; ``cidr`` with the
+    network as ``text``: one address read for all networks; ``other`` uses ``test``."""
     text: str = ""
     recipe: Recipe = ()
     """How to rebuild ``test`` (see :func:`test_from_recipe`); ``()``: not rebuildable."""
@@ -378,17 +379,37 @@ def _regex_search(compiled: re.Pattern[str]) -> StringTest:
 def cidr_test(value: SigmaCIDRExpression) -> ValueTest:
     """``|cidr``: the value is an IP address inside the network."""
     network = value.network
-    return ValueTest(_cidr_test(network), cased=False, literal=None, recipe=("cidr", str(network)))
+    text = str(network)
+    return ValueTest(
+        _cidr_test(network),
+        cased=False,
+        literal=None,
+        kind="cidr",
+        text=text,
+        recipe=("cidr", text),
+    )
 
 
 def _cidr_test(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> StringTest:
-    def in_network(s: str) -> bool:
+    return cidr_any((network,))
+
+
+def cidr_any(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> StringTest:
+    """The value is an IP address inside one of the networks: the address is read once
+    (reading it is what costs: ~1.5 µs; a rule lists up to ten private ranges)."""
+    by_version = {version: tuple(n for n in networks if n.version == version) for version in (4, 6)}
+
+    def in_networks(s: str) -> bool:
         try:
-            return ipaddress.ip_address(s.strip()) in network
+            address = ipaddress.ip_address(s.strip())
         except ValueError:
             return False
+        for network in by_version[address.version]:  # noqa: SIM110 - hot path: no generator
+            if address in network:
+                return True
+        return False
 
-    return in_network
+    return in_networks
 
 
 def compare_test(value: SigmaCompareExpression) -> ValueTest:
