@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 from otasuke.detect.sigma import RuleSet, default_rule_paths
 from otasuke.detect.sigma.codegen import generated_predicate
 from otasuke.detect.sigma.compile import predicate
+from otasuke.detect.sigma.rules import load_rule_trees
 from otasuke.detect.sigma.view import EventView
 from otasuke.ingest.parsers import ParseContext
 from otasuke.ingest.parsers.evtx import EvtxParser
 
 RULES = RuleSet.load(default_rule_paths())
+RULES_TREES = {tree.info.id: tree for tree in load_rule_trees(default_rule_paths())[0]}
 PAIRS: dict[str, tuple[Any, Any]] = {}
 
 
@@ -70,3 +72,21 @@ def test_generated_events_answer_alike(values: dict[str, Any]) -> None:
     for rule in RULES._bucket(view.key()).rules[:400]:
         function, closure = both(rule)
         assert bool(function(view)) is bool(closure(view)), rule.info.title
+
+
+def test_a_rule_evaluated_often_switches_to_its_generated_function() -> None:
+    from otasuke.detect.sigma.rules import GENERATE_AFTER, compiled
+
+    rule = next(r for r in RULES.compiled if r.info.title == "Execution Of Non-Existing File")
+    fresh = compiled(RULES_TREES[rule.info.id])
+    before = fresh.predicate
+    views = [
+        EventView({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1, "Image": image})
+        for image in ("", "svchost.exe", "C:\\Windows\\explorer.exe", "-", "Registry")
+    ]
+    answers = [bool(before(v)) for v in views]
+    assert answers.count(True) >= 1 and answers.count(False) >= 1
+    for number in range(GENERATE_AFTER):
+        before(views[number % len(views)])
+    assert fresh.predicate is not before  # replaced by the generated function
+    assert [bool(fresh.predicate(v)) for v in views] == answers

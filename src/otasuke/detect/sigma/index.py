@@ -321,6 +321,8 @@ def rendered_forms(literal: str) -> tuple[str, ...]:
     written as σ (:func:`rendered_text`).
     """
     literal = literal.replace(FINAL_SIGMA, SIGMA)
+    if literal.isprintable() and '"' not in literal and "\\" not in literal:
+        return (literal,)  # nothing JSON escapes (printable: no control characters)
     escaped = json.dumps(literal, ensure_ascii=False)[1:-1].lower()
     return (literal,) if escaped == literal else (literal, escaped)
 
@@ -379,6 +381,8 @@ def _case_triggers(patterns: Sequence[str]) -> list[str]:
     pattern, with every character that lowercases to it."""
     triggers: set[str] = set()
     for pattern in patterns:
+        if pattern.isascii():
+            continue
         for char in pattern:
             if not char.isascii() and not case_stable(char):
                 triggers.update(lowercase_sources(char))
