@@ -146,15 +146,18 @@ def compiled(rule: RuleTree) -> CompiledRule:
         logsource=rule.logsource,
     )
     calls = [0]
+    current = [test]
 
     def counted(view: EventView) -> bool:
         """The closures, until the rule has been evaluated often enough to be worth its
-        generated function (:data:`GENERATE_AFTER`); then that, in the rule's place."""
+        generated function (:data:`GENERATE_AFTER`); then that, in the rule's place (and
+        here, for a filter that wrapped this function before the switch)."""
         calls[0] += 1
         if calls[0] == GENERATE_AFTER:
             function = _naming_a_field(generated_predicate(rule.tree, rule.info.id), rule, names)
+            current[0] = function
             object.__setattr__(made, "predicate", function)  # frozen: set once, here
-        return test(view)
+        return current[0](view)
 
     object.__setattr__(made, "predicate", counted)
     return made
