@@ -2,9 +2,6 @@
 from collections.abc import Callable
 from typing import Any
 
-def flatten_system(
-    system: dict[str, Any], fields: dict[str, Any], attribute_names: dict[str, dict[Any, str]]
-) -> bool: ...
 def view_original(
     fields: dict[str, Any], names: dict[str, str], text_of: Callable[[Any], Any]
 ) -> tuple[dict[str, Any], bool] | None: ...

@@ -7,8 +7,8 @@ answers "not mine" (False / None) for anything else, so that the caller runs the
 code instead: tests/detect/test_speedups.py compares both on the corpus and on generated
 records.
 
-* :func:`flatten_system`, :func:`flatten_event`: ``otasuke.ingest.parsers.evtx``'s
-  ``_flatten_system`` and the fields of ``_flatten``.
+* :func:`flatten_event`: the fields of ``otasuke.ingest.parsers.evtx._flatten``
+  (``flatten_system`` within it: ``_flatten_system``).
 * :func:`view_original`: the string values of ``otasuke.detect.sigma.view.EventView``.
 * :func:`rendered_key`: ``otasuke.ingest.parsers.evtx.rendered_key``.
 """
@@ -21,7 +21,7 @@ cdef inline bint _is_scalar(object value):
     return kind is str or kind is int or kind is float or kind is bool or value is None
 
 
-def flatten_system(dict system, dict fields, dict attribute_names):
+cdef bint flatten_system(dict system, dict fields, dict attribute_names) except -1:
     """Copy an EVTX ``System`` element into ``fields`` as ``_flatten_system`` does.
 
     Only for a dict whose keys are strings and whose values are JSON scalars or elements

@@ -212,19 +212,26 @@ def test_screen_never_drops_a_candidate(
         assert key == view.key()
 
 
-@settings(max_examples=500, deadline=None)
-@given(
-    st.one_of(
-        st.text(max_size=200),
-        st.builds(
-            lambda head, tail: head + tail,
-            st.sampled_from(['{"Event":{"System":{', '{"Event":{"#attributes":{', "{"]),
-            st.text(
-                alphabet='"EventID:Channel,Computer{}#attributes0123456789 \\nul', max_size=120
-            ),
+KEY_TEXTS = st.one_of(
+    st.text(max_size=200),
+    st.builds(
+        lambda head, tail: head + tail,
+        st.sampled_from(
+            [
+                '{"Event":{"System":{',
+                '{"Event":{"#attributes":{',
+                '{"Event":{"#attributes":{"xmlns":"x"},"System":{"Provider":{}},',
+                "{",
+            ]
         ),
-    )
+        st.text(alphabet='"EventID:Channel,Computer{}#attributes0123456789 \\nul-', max_size=120),
+    ),
 )
+"""Texts near the renderer's opening: quotes, braces not found, leading zeros."""
+
+
+@settings(max_examples=500, deadline=None)
+@given(KEY_TEXTS)
 def test_key_reader_never_fails_on_any_text(text: str) -> None:
     """Whatever text comes, rendered_key answers a key or None, never an exception."""
     key = rendered_key(text)

@@ -19,6 +19,7 @@ from otasuke.detect.sigma.view import _NAMES, EventView, text_of
 from otasuke.ingest.parsers import ParseContext
 from otasuke.ingest.parsers import evtx as evtx_module
 from otasuke.ingest.parsers.evtx import _ATTRIBUTE_NAMES, EvtxParser, _flatten, rendered_key
+from tests.detect.test_rendered_screen import KEY_TEXTS
 
 try:
     from otasuke import _speedups
@@ -198,26 +199,7 @@ def test_the_key_read_from_the_text_is_the_same(corpus: Path) -> None:
 
 
 @settings(max_examples=1000, deadline=None)
-@given(
-    st.one_of(
-        st.text(max_size=120),
-        st.builds(
-            lambda head, tail: head + tail,
-            st.sampled_from(
-                [
-                    '{"Event":{"System":{',
-                    '{"Event":{"#attributes":{',
-                    '{"Event":{"#attributes":{"xmlns":"x"},"System":{"Provider":{}},',
-                    "{",
-                ]
-            ),
-            st.text(
-                alphabet='"EventID:Channel,Computer{}#attributes0123456789 \\nul-',
-                max_size=120,
-            ),
-        ),
-    )
-)
+@given(KEY_TEXTS)
 def test_any_text_gives_the_same_key(text: str) -> None:
     """Negative positions (a brace not found), quotes, leading zeros: the same answer."""
     assert _speedups.rendered_key(text) == rendered_key(text)

@@ -13,8 +13,6 @@ into the source, never rule text.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable
 from typing import Any
 
 from otasuke.detect.sigma.compile import (
@@ -25,24 +23,11 @@ from otasuke.detect.sigma.compile import (
     Or,
     Predicate,
     combine_tests,
+    on_value,
     predicate,
+    test_groups,
 )
-from otasuke.detect.sigma.values import ValueTest, cidr_any
-from otasuke.detect.sigma.view import Text
-
-MAX_INLINE_NEEDLES = 16
-"""More ``contains`` values than this run as the combined test (one call, a loop)."""
-
-
-def _on_value(value: Text, test: Callable[[str], bool]) -> bool:
-    """A field test on a value that is not one string: None never matches, a list if
-    any item does (as ``predicate``'s field tests)."""
-    if value is None or type(value) is str:
-        return value is not None and test(value)
-    for item in value:  # noqa: SIM110 - hot path: no generator per call
-        if test(item):
-            return True
-    return False
+from otasuke.detect.sigma.values import ValueTest
 
 
 def generated_predicate(node: Node, name: str = "rule") -> Predicate:
@@ -61,7 +46,7 @@ def generated_predicate(node: Node, name: str = "rule") -> Predicate:
 
 class _Generator:
     def __init__(self) -> None:
-        self.constants: dict[str, Any] = {"_on_value": _on_value}
+        self.constants: dict[str, Any] = {"_on_value": on_value}
 
     def constant(self, value: Any) -> str:
         name = f"_k{len(self.constants)}"
@@ -89,24 +74,16 @@ class _Generator:
         """An expression true when the lowercased string ``_v`` passes any of ``tests``
         (what :func:`combine_tests` answers)."""
         parts: list[str] = []
-        equal = sorted({t.text for t in tests if t.kind == "eq"})
+        groups = test_groups(tests)
+        equal = sorted(groups.equal)
         if len(equal) == 1:
             parts.append(f"_v == {equal[0]!r}")
         elif equal:
-            parts.append(f"_v in {self.constant(frozenset(equal))}")
-        prefixes = tuple(t.text for t in tests if t.kind == "prefix")
-        if prefixes:
-            parts.append(f"_v.startswith({self.constant(prefixes)})")
-        suffixes = tuple(t.text for t in tests if t.kind == "suffix")
-        if suffixes:
-            parts.append(f"_v.endswith({self.constant(suffixes)})")
-        needles = [t for t in tests if t.kind == "contains"]
-        if len(needles) <= MAX_INLINE_NEEDLES:
-            parts.extend(f"{t.text!r} in _v" for t in needles)
-        else:
-            parts.append(f"{self.constant(combine_tests(needles))}(_v)")
-        networks = [ipaddress.ip_network(t.text, strict=False) for t in tests if t.kind == "cidr"]
-        if networks:
-            parts.append(f"{self.constant(cidr_any(networks))}(_v)")
-        parts.extend(f"{self.constant(t.test)}(_v)" for t in tests if t.kind == "other")
+            parts.append(f"_v in {self.constant(groups.equal)}")
+        if groups.prefixes:
+            parts.append(f"_v.startswith({self.constant(groups.prefixes)})")
+        if groups.suffixes:
+            parts.append(f"_v.endswith({self.constant(groups.suffixes)})")
+        parts.extend(f"{needle!r} in _v" for needle in groups.needles)
+        parts.extend(f"{self.constant(other)}(_v)" for other in groups.others)
         return " or ".join(parts) or "False"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sigma.conditions import (
     ConditionAND,
@@ -237,18 +237,36 @@ def _any_of(preds: tuple[Predicate, ...]) -> Predicate:
     return any_of
 
 
-def combine_tests(tests: Sequence[ValueTest]) -> Callable[[str], bool]:
-    """One string test for an OR of tests: a set, two tuples, substrings, then the rest."""
-    equal = frozenset(t.text for t in tests if t.kind == "eq")
-    prefixes = tuple(t.text for t in tests if t.kind == "prefix")
-    suffixes = tuple(t.text for t in tests if t.kind == "suffix")
-    needles = tuple(t.text for t in tests if t.kind == "contains")
+class TestGroups(NamedTuple):
+    """An OR of string tests sorted by what they need: a set, two tuples, substrings,
+    the others (CIDR networks as one test)."""
+
+    equal: frozenset[str]
+    prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+    needles: tuple[str, ...]
+    others: tuple[Callable[[str], bool], ...]
+
+
+def test_groups(tests: Sequence[ValueTest]) -> TestGroups:
     others = tuple(t.test for t in tests if t.kind == "other")
     networks = [ipaddress.ip_network(t.text, strict=False) for t in tests if t.kind == "cidr"]
     if networks:
         others = (*others, cidr_any(networks))
+    return TestGroups(
+        frozenset(t.text for t in tests if t.kind == "eq"),
+        tuple(t.text for t in tests if t.kind == "prefix"),
+        tuple(t.text for t in tests if t.kind == "suffix"),
+        tuple(t.text for t in tests if t.kind == "contains"),
+        others,
+    )
+
+
+def combine_tests(tests: Sequence[ValueTest]) -> Callable[[str], bool]:
+    """One string test for an OR of tests (:func:`test_groups`, in that order)."""
     if len(tests) == 1:
         return tests[0].test
+    equal, prefixes, suffixes, needles, others = test_groups(tests)
 
     def any_test(s: str) -> bool:
         if s in equal:
@@ -268,21 +286,23 @@ def combine_tests(tests: Sequence[ValueTest]) -> Callable[[str], bool]:
     return any_test
 
 
+def on_value(value: Text, test: Callable[[str], bool]) -> bool:
+    """A string test on a field's value: None never passes, a list if any item does."""
+    if type(value) is str:
+        return test(value)
+    if value is None:
+        return False
+    for item in value:  # noqa: SIM110 - hot path: no generator per call
+        if test(item):
+            return True
+    return False
+
+
 def _field_match(name: str, tests: tuple[ValueTest, ...]) -> Predicate:
     plain = [t for t in tests if not t.cased]
     cased = [t for t in tests if t.cased]
     plain_test = combine_tests(plain) if plain else None
     cased_test = combine_tests([_as_other(t) for t in cased]) if cased else None
-
-    def on_value(value: Text, test: Callable[[str], bool]) -> bool:
-        if type(value) is str:
-            return test(value)
-        if value is None:
-            return False
-        for item in value:  # noqa: SIM110 - hot path: no generator per call
-            if test(item):
-                return True
-        return False
 
     if cased_test is None and plain_test is not None:
         lower_test = plain_test

@@ -39,7 +39,7 @@ Correlation = tuple[RuleInfo, CorrelationSpec]
 
 
 class Screened(NamedTuple):
-    """What :meth:`RuleSet.screen_rendered` learnt of a record before it was decoded.
+    """What :meth:`RuleSet.text_screen` learnt of a record before it was decoded.
 
     A named tuple: one is made for every record that goes on to be decoded."""
 
@@ -156,7 +156,7 @@ class RuleSet:
     ) -> list[CompiledRule]:
         """The compiled Windows rules matching one event view (a Windows event log record).
 
-        ``screened``: what :meth:`screen_rendered` found in the same record's JSON text; used
+        ``screened``: what :meth:`text_screen` found in the same record's JSON text; used
         when its key is the view's (else, and without it, the view is searched).
         """
         key = view.key()
@@ -167,28 +167,16 @@ class RuleSet:
         rules = bucket.rules
         return [rules[i] for i in bucket.candidates(view, found) if rules[i].predicate(view)]
 
-    def screen_rendered(self, key: IndexKey, text: str) -> Screened | None:
-        """None when no Windows rule can match this record: it need not be decoded.
-
-        ``key``: the record's (Channel, EventID), lowercased, as the parser read it from
-        ``text``, the record's JSON document (the ``evtx`` renderer's). Its bucket's literal
-        prefilter runs over the document (:meth:`Bucket.rendered_found`): about
-        two records in three of the corpus contain no literal of any rule their key can
-        match, and are done with no JSON decoding, no flattening, no view.
-        """
-        bucket = self._bucket(key)
-        found = bucket.rendered_found(text)
-        if not found and not bucket.always:
-            return None
-        return Screened(key, bucket, found)
-
     def text_screen(
         self, key_of: Callable[[str], IndexKey | None]
     ) -> Callable[[str], Screened | Literal[False] | None]:
-        """:meth:`screen_rendered` as one function of the text, for a loop over many records.
+        """A function of a record's JSON text telling whether a Windows rule can match it.
 
-        ``key_of`` reads a record's key from its text (EVTX: ``rendered_key``). The
-        function answers False when no rule can match the record (it need not be decoded),
+        ``key_of`` reads a record's key from its text (EVTX: ``rendered_key``); the
+        key's bucket's literal prefilter then runs over the text
+        (:meth:`Bucket.rendered_found`): about two records in three of the corpus hold no
+        literal of any rule their key can match, and are done with no JSON decoding, no
+        flattening, no view. The function answers False when no rule can match the record (it need not be decoded),
         a :class:`Screened` when some may, None when the key could not be read (decode the
         record and match it as usual). Per key, the bucket and its text search are looked
         up once: this runs for every record of ``otasuke detect``.
