@@ -228,12 +228,14 @@ def variant_profile(files: list[Path], args: argparse.Namespace) -> dict[str, An
     """
     import evtx
 
+    from otasuke.detect.sigma.native import available
     from otasuke.detect.sigma.view import EventView
     from otasuke.ingest.parsers import ParseContext
     from otasuke.ingest.parsers.evtx import EvtxParser
 
     ruleset, _loaded = _load(args)
     parser = EvtxParser()
+    native = available()
 
     def library() -> int:
         count = 0
@@ -265,19 +267,27 @@ def variant_profile(files: list[Path], args: argparse.Namespace) -> dict[str, An
 
         return run
 
-    def rendered(key: bool = False, screen: bool = False) -> Callable[[], int]:
+    def rendered(key: bool = False) -> Callable[[], int]:
         def run() -> int:
             count = 0
             key_of = parser.rendered_key
             for path in files:
-                text_screen = ruleset.text_screen(key_of)  # as scan_file: once per file
                 for record in parser.read_rendered(path):
                     count += 1
-                    if screen:
-                        text_screen(record.raw)  # reads the key too
-                    elif key:
+                    if key:
                         key_of(record.raw)
             return count
+
+        return run
+
+    def screened(compiled: bool) -> Callable[[], int]:
+        def run() -> int:
+            count = 0
+            screen = ruleset.record_screen(parser.rendered_key, compiled=compiled)
+            for path in files:
+                for _record in parser.read_screened(path, screen):
+                    count += 1
+            return count + int(screen.ruled_out)
 
         return run
 
@@ -289,7 +299,8 @@ def variant_profile(files: list[Path], args: argparse.Namespace) -> dict[str, An
         ("+ orjson.loads (= a, parse floor)", floor),
         ("read_rendered (records as JSON text)", rendered()),
         ("+ rendered_key (Channel, EventID from the text)", rendered(key=True)),
-        ("+ text_screen (literal prefilter on the text)", rendered(key=True, screen=True)),
+        ("read_screened: key + literal prefilter, Python", screened(compiled=False)),
+        *([("read_screened: the same, compiled", screened(compiled=True))] if native else []),
         ("scan_file (= c: the rest decoded, viewed, matched)", scan(True)),
         ("read_file (+ orjson.loads, RawRecord)", read_file),
         ("read_file + parse (ingest: hash, raw)", parsed(False)),
@@ -389,13 +400,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def speedups_built() -> bool:
-    """Whether the compiled twins of the hot loops (``make install``) are there."""
+def speedups_built() -> str:
+    """Whether the compiled twins of the hot loops (``make install``) are there, and the
+    compiled screen's Hyperscan C library."""
     try:
         import otasuke._speedups  # noqa: F401
     except ImportError:
-        return False
-    return True
+        return "otasuke._speedups NOT built (Python only)"
+    from otasuke.detect.sigma.native import hyperscan_library
+
+    library = hyperscan_library()
+    screen = f"libhs {library}" if library else "no libhs.so.5: Python screen"
+    return f"otasuke._speedups built ({screen})"
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -406,7 +422,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs ({cpu_model()}) · "
         f"Python {platform.python_version()} · corpus evtx × {args.repeat} · "
-        f"otasuke._speedups {'built' if speedups_built() else 'NOT built (Python only)'}",
+        f"{speedups_built()}",
         "",
         "| variant | events | events/s | peak RSS (MiB) | matches | rules fired | rules ready (s) |",
         "|---|---:|---:|---:|---:|---:|---:|",

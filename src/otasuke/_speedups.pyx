@@ -256,3 +256,362 @@ cdef class Lowered(dict):
     def get(self, name, default=None):
         cdef object value = self[name]
         return default if value is None else value
+
+
+# --- The literal screen of EVTX records, in one loop (Hyperscan's C library) -----------------
+#
+# ``otasuke.detect.sigma.ruleset.RecordScreen`` is the Python twin of :class:`RecordScreen`
+# (same answers, tested); ``otasuke.detect.sigma.native`` builds its inputs. Hyperscan's C
+# library (``libhs.so.5``: Debian's libhyperscan5 or libvectorscan5) is opened at run time,
+# so this module builds without it and the Python screen runs where it is missing.
+
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memset
+from posix.dlfcn cimport RTLD_LOCAL, RTLD_NOW, dlopen, dlsym
+
+ctypedef int (*hs_match_f)(unsigned int, unsigned long long, unsigned long long,
+                           unsigned int, void *) noexcept nogil
+ctypedef struct hs_compile_error_t:
+    char *message
+    int expression
+ctypedef int (*hs_compile_lit_multi_f)(const char * const *, const unsigned int *,
+                                       const unsigned int *, const size_t *, unsigned int,
+                                       unsigned int, const void *, void **,
+                                       hs_compile_error_t **) noexcept nogil
+ctypedef int (*hs_free_compile_error_f)(hs_compile_error_t *) noexcept nogil
+ctypedef int (*hs_alloc_scratch_f)(const void *, void **) noexcept nogil
+ctypedef int (*hs_free_f)(void *) noexcept nogil
+ctypedef int (*hs_scan_f)(const void *, const char *, unsigned int, unsigned int, void *,
+                          hs_match_f, void *) noexcept nogil
+ctypedef int (*hs_serialize_f)(const void *, char **, size_t *) noexcept nogil
+ctypedef int (*hs_deserialize_f)(const char *, size_t, void **) noexcept nogil
+ctypedef const char *(*hs_version_f)() noexcept nogil
+
+cdef hs_compile_lit_multi_f _hs_compile_lit_multi = NULL
+cdef hs_free_compile_error_f _hs_free_compile_error = NULL
+cdef hs_alloc_scratch_f _hs_alloc_scratch = NULL
+cdef hs_free_f _hs_free_scratch = NULL
+cdef hs_free_f _hs_free_database = NULL
+cdef hs_scan_f _hs_scan = NULL
+cdef hs_serialize_f _hs_serialize_database = NULL
+cdef hs_deserialize_f _hs_deserialize_database = NULL
+cdef str _hs_version = None
+
+cdef unsigned int HS_FLAG_CASELESS = 1
+cdef unsigned int HS_FLAG_SINGLEMATCH = 8
+cdef unsigned int HS_MODE_BLOCK = 1
+
+
+cdef bint _open_hyperscan():
+    global _hs_compile_lit_multi, _hs_free_compile_error, _hs_alloc_scratch
+    global _hs_free_scratch, _hs_free_database, _hs_scan, _hs_serialize_database
+    global _hs_deserialize_database, _hs_version
+    cdef void *library = dlopen(b"libhs.so.5", RTLD_NOW | RTLD_LOCAL)
+    if library == NULL:
+        return False
+    cdef void *version = dlsym(library, b"hs_version")
+    _hs_compile_lit_multi = <hs_compile_lit_multi_f>dlsym(library, b"hs_compile_lit_multi")
+    _hs_free_compile_error = <hs_free_compile_error_f>dlsym(library, b"hs_free_compile_error")
+    _hs_alloc_scratch = <hs_alloc_scratch_f>dlsym(library, b"hs_alloc_scratch")
+    _hs_free_scratch = <hs_free_f>dlsym(library, b"hs_free_scratch")
+    _hs_free_database = <hs_free_f>dlsym(library, b"hs_free_database")
+    _hs_scan = <hs_scan_f>dlsym(library, b"hs_scan")
+    _hs_serialize_database = <hs_serialize_f>dlsym(library, b"hs_serialize_database")
+    _hs_deserialize_database = <hs_deserialize_f>dlsym(library, b"hs_deserialize_database")
+    if (version == NULL or _hs_compile_lit_multi == NULL or _hs_free_compile_error == NULL
+            or _hs_alloc_scratch == NULL or _hs_free_scratch == NULL or _hs_scan == NULL
+            or _hs_free_database == NULL or _hs_serialize_database == NULL
+            or _hs_deserialize_database == NULL):
+        return False  # an older library without literal databases (before 5.2)
+    _hs_version = (<hs_version_f>version)().decode("ascii", "replace")
+    return True
+
+
+HYPERSCAN = _hs_version if _open_hyperscan() else None
+"""The version of the Hyperscan C library in use, or None when it could not be opened."""
+
+
+cdef class LiteralDatabase:
+    """Literals compiled by Hyperscan's C library (block mode, each reported once).
+
+    Literals are bytes (UTF-8); ``caseless`` compares ASCII letters without case. A
+    literal's number is its position. Literals may hold any byte, NUL included.
+    """
+
+    cdef void *database
+    cdef readonly Py_ssize_t size
+
+    def __cinit__(self):
+        self.database = NULL
+
+    def __dealloc__(self):
+        if self.database != NULL:
+            _hs_free_database(self.database)
+
+    @staticmethod
+    def compile(list literals, bint caseless):
+        if HYPERSCAN is None:
+            raise RuntimeError("the Hyperscan C library (libhs.so.5) is not installed")
+        cdef LiteralDatabase made = LiteralDatabase()
+        cdef unsigned int count = len(literals)
+        cdef unsigned int flags = HS_FLAG_SINGLEMATCH | (HS_FLAG_CASELESS if caseless else 0)
+        cdef const char **expressions = <const char **>malloc(count * sizeof(char *) + 1)
+        cdef unsigned int *all_flags = <unsigned int *>malloc(count * sizeof(unsigned int) + 1)
+        cdef unsigned int *ids = <unsigned int *>malloc(count * sizeof(unsigned int) + 1)
+        cdef size_t *lengths = <size_t *>malloc(count * sizeof(size_t) + 1)
+        cdef hs_compile_error_t *error = NULL
+        cdef unsigned int n
+        cdef bytes literal
+        cdef int status
+        try:
+            if expressions == NULL or all_flags == NULL or ids == NULL or lengths == NULL:
+                raise MemoryError()
+            for n in range(count):
+                literal = literals[n]
+                expressions[n] = literal
+                lengths[n] = len(literal)
+                all_flags[n] = flags
+                ids[n] = n
+            status = _hs_compile_lit_multi(
+                expressions, all_flags, ids, lengths, count, HS_MODE_BLOCK, NULL,
+                &made.database, &error,
+            )
+            if status != 0:
+                message = error.message.decode("utf-8", "replace") if error != NULL else "?"
+                if error != NULL:
+                    _hs_free_compile_error(error)
+                raise ValueError(f"Hyperscan could not compile the literals: {message}")
+        finally:
+            free(expressions)
+            free(all_flags)
+            free(ids)
+            free(lengths)
+        made.size = count
+        return made
+
+    @staticmethod
+    def load(bytes data, Py_ssize_t size):
+        """A database from :meth:`dump` (ValueError: not one, or of another version/CPU)."""
+        if HYPERSCAN is None:
+            raise RuntimeError("the Hyperscan C library (libhs.so.5) is not installed")
+        cdef LiteralDatabase made = LiteralDatabase()
+        if _hs_deserialize_database(data, len(data), &made.database) != 0:
+            made.database = NULL
+            raise ValueError("not a Hyperscan database of this library and CPU")
+        made.size = size
+        return made
+
+    def dump(self):
+        cdef char *data = NULL
+        cdef size_t length = 0
+        if _hs_serialize_database(self.database, &data, &length) != 0:
+            raise MemoryError()
+        try:
+            return data[:length]
+        finally:
+            free(data)
+
+
+cdef struct _Hits:
+    unsigned int *patterns
+    Py_ssize_t count
+
+
+cdef int _on_match(unsigned int pattern, unsigned long long start, unsigned long long end,
+                   unsigned int flags, void *context) noexcept nogil:
+    cdef _Hits *hits = <_Hits *>context
+    hits.patterns[hits.count] = pattern  # each pattern once (SINGLEMATCH): room for all
+    hits.count += 1
+    return 0
+
+
+cdef unsigned int *_flat(tuple groups, unsigned int **starts) except NULL:
+    """``groups`` (tuple of tuples of ints) as CSR arrays: values, and starts (n + 1)."""
+    cdef Py_ssize_t n = len(groups), total = 0, at = 0, i
+    for group in groups:
+        total += len(group)
+    starts[0] = <unsigned int *>malloc((n + 1) * sizeof(unsigned int))
+    cdef unsigned int *values = <unsigned int *>malloc(total * sizeof(unsigned int) + 1)
+    if starts[0] == NULL or values == NULL:
+        free(starts[0])
+        free(values)
+        raise MemoryError()
+    for i in range(n):
+        starts[0][i] = at
+        for value in groups[i]:
+            values[at] = value
+            at += 1
+    starts[0][n] = at
+    return values
+
+
+cdef class BucketScreen:
+    """What :class:`RecordScreen` needs of one rule bucket (made by
+    ``otasuke.detect.sigma.native.bucket_screen``).
+
+    ``database``: the bucket's rendered patterns, case-stable ones first (``triggered`` of
+    them, empty ones standing for none), then the characters whose presence sends a text
+    to ``fallback`` (see ``Bucket.prepare_rendered``); ``by_pattern``: the literal numbers
+    each of the first ``triggered`` patterns stands for; ``fallback(text)``: the literal
+    numbers of a text searched lowercased (the Python search).
+    """
+
+    cdef readonly object bucket
+    cdef LiteralDatabase database
+    cdef Py_ssize_t triggered
+    cdef unsigned int *pattern_starts
+    cdef unsigned int *pattern_literals
+    cdef readonly Py_ssize_t literals
+    cdef bint always
+    cdef object fallback
+
+    def __cinit__(self):
+        self.pattern_starts = NULL
+        self.pattern_literals = NULL
+
+    def __init__(self, bucket, LiteralDatabase database, tuple by_pattern, Py_ssize_t literals,
+                 bint always, fallback):
+        self.bucket = bucket
+        self.database = database
+        self.triggered = len(by_pattern)
+        self.pattern_literals = _flat(by_pattern, &self.pattern_starts)
+        self.literals = literals
+        self.always = always
+        self.fallback = fallback
+
+    def __dealloc__(self):
+        free(self.pattern_starts)
+        free(self.pattern_literals)
+
+
+cdef class RecordScreen:
+    """The rules' literal screen over a file's ``records_json()`` items, in one loop.
+
+    :meth:`next_passing` reads items until one may match a rule and returns it with what
+    the screen found (``make(key, bucket, found)``), or with None when its key could not be
+    read (decode it as usual); items no rule can match are counted in ``ruled_out``. One
+    per thread: it holds Hyperscan's scratch space.
+    """
+
+    cdef object key_of
+    cdef bint compiled_key
+    cdef object screen_of
+    cdef object make
+    cdef dict entries
+    cdef void *scratch
+    cdef unsigned int *hits
+    cdef unsigned int *found
+    cdef unsigned char *marks
+    cdef Py_ssize_t room
+    cdef public Py_ssize_t ruled_out
+
+    def __cinit__(self):
+        self.scratch = NULL
+        self.hits = NULL
+        self.found = NULL
+        self.marks = NULL
+        self.room = 0
+
+    def __init__(self, key_of, screen_of, make):
+        self.key_of = key_of
+        self.compiled_key = key_of is rendered_key
+        self.screen_of = screen_of
+        self.make = make
+        self.entries = {}
+        self.ruled_out = 0
+
+    def __dealloc__(self):
+        if self.scratch != NULL:
+            _hs_free_scratch(self.scratch)
+        free(self.hits)
+        free(self.found)
+        free(self.marks)
+
+    cdef BucketScreen _entry(self, object key):
+        cdef BucketScreen entry = self.screen_of(key)
+        cdef Py_ssize_t room = max(entry.database.size if entry.database is not None else 0,
+                                   entry.literals)
+        if entry.database is not None and _hs_alloc_scratch(entry.database.database,
+                                                            &self.scratch) != 0:
+            raise MemoryError()
+        if room > self.room:
+            self.hits = <unsigned int *>realloc(self.hits, room * sizeof(unsigned int))
+            self.found = <unsigned int *>realloc(self.found, room * sizeof(unsigned int))
+            self.marks = <unsigned char *>realloc(self.marks, room)
+            if self.hits == NULL or self.found == NULL or self.marks == NULL:
+                raise MemoryError()
+            memset(self.marks, 0, room)
+            self.room = room
+        self.entries[key] = entry
+        return entry
+
+    cdef object _screen(self, BucketScreen entry, str text):
+        """The literal numbers found (a list), or None: no rule of the bucket can match."""
+        cdef _Hits hits
+        cdef Py_ssize_t size, i, count = 0
+        cdef unsigned int pattern, literal, at
+        cdef const char *data
+        if entry.database is None:
+            return [] if entry.always else None
+        if not text.isascii() and ("\u0130" in text or "\u212a" in text):
+            return self._fallback(entry, text)
+        try:
+            data = PyUnicode_AsUTF8AndSize(text, &size)
+        except UnicodeEncodeError:  # a lone surrogate: the Python search takes it
+            return self._fallback(entry, text)
+        hits.patterns = self.hits
+        hits.count = 0
+        if _hs_scan(entry.database.database, data, <unsigned int>size, 0, self.scratch,
+                    _on_match, &hits) != 0:
+            raise RuntimeError("Hyperscan scan failed")
+        if hits.count == 0:
+            return [] if entry.always else None
+        for i in range(hits.count):
+            if self.hits[i] >= entry.triggered:  # a cased non-ASCII pattern may be there
+                return self._fallback(entry, text)
+        for i in range(hits.count):
+            pattern = self.hits[i]
+            for at in range(entry.pattern_starts[pattern], entry.pattern_starts[pattern + 1]):
+                literal = entry.pattern_literals[at]
+                if not self.marks[literal]:
+                    self.marks[literal] = 1
+                    self.found[count] = literal
+                    count += 1
+        for i in range(count):
+            self.marks[self.found[i]] = 0
+        return [self.found[i] for i in range(count)]
+
+    cdef object _fallback(self, BucketScreen entry, str text):
+        found = entry.fallback(text)
+        if found or entry.always:
+            return list(found)
+        return None
+
+    def next_passing(self, records):
+        """The next item of ``records`` the screen lets through, as (item, screened).
+
+        ``screened`` is None for an item whose key could not be read, or that is not a
+        dict with a ``data`` text (the caller decides what to do with it). StopIteration
+        at the end; the iterator's own errors propagate.
+        """
+        cdef object item, data, key, found
+        cdef BucketScreen entry
+        while True:
+            item = next(records)
+            if type(item) is not dict:
+                return item, None
+            data = (<dict>item).get("data")
+            if type(data) is not str:
+                return item, None
+            key = rendered_key(data) if self.compiled_key else self.key_of(data)
+            if key is None:
+                return item, None
+            entry = self.entries.get(key)
+            if entry is None:
+                entry = self._entry(key)
+            found = self._screen(entry, data)
+            if found is None:
+                self.ruled_out += 1
+                continue
+            return item, self.make(key, entry.bucket, found)

@@ -330,9 +330,10 @@ def test_compiled_prefilters_are_cached_and_a_damaged_entry_is_rebuilt(tmp_path:
     literals = [frozenset({("commandline", "mimikatz")}), frozenset({(ANY_FIELD, "sekurlsa")})]
     event = EventView({"CommandLine": "x MIMIKATZ", "Other": "sekurlsa::x"})
     first = build_bucket(["a", "b"], literals, cache_dir=tmp_path)
+    assert not (tmp_path / "prefilter").exists()  # built on first use
+    assert first.candidates(event) == [0, 1]
     entries = list((tmp_path / "prefilter").glob("*.hs"))
     assert len(entries) == 1
-    assert first.candidates(event) == [0, 1]
     # the same literals again: the entry is reused, not a second one written
     assert build_bucket(["a", "b"], literals, cache_dir=tmp_path).candidates(event) == [0, 1]
     assert list((tmp_path / "prefilter").glob("*.hs")) == entries

@@ -37,6 +37,7 @@ from rich.table import Table
 from otasuke.detect.sigma import RuleSet, default_cache_dir, default_rule_paths
 from otasuke.detect.sigma.index import IndexKey
 from otasuke.detect.sigma.rules import CompiledRule
+from otasuke.detect.sigma.ruleset import Screened
 from otasuke.detect.sigma.view import EventView
 from otasuke.errors import OtasukeError, ParseError
 from otasuke.ingest.parsers import FileParser, ParseContext, RawRecord, parser_for_file
@@ -294,9 +295,9 @@ def scan_file(
 ) -> Iterator[tuple[CompiledRule, Matchable]]:
     """(rule, record) per match of one file, in record order (the hot path of ``detect``).
 
-    A parser that reads records as text and their index key from it (EVTX:
-    ``read_rendered``, ``rendered_key``) lets the rules' literal prefilter run on the text
-    first (:meth:`RuleSet.text_screen`): a record no rule can match is not decoded
+    A parser that reads records as text and screens them before decoding (EVTX:
+    ``read_screened``, ``rendered_key``) lets the rules' literal prefilter run on the text
+    first (:meth:`RuleSet.record_screen`): a record no rule can match is not decoded
     (about two in three of the corpus), so its fields are never built and a fault in
     them (a time that is not ISO 8601) is not counted as a parse error. The matches are
     the same as when every record is decoded (tested; ``screen_text=False`` decodes all).
@@ -314,41 +315,38 @@ def scan_file(
     parse: Callable[[Any, ParseContext], Matchable] = getattr(
         parser, "parse_for_detection", parser.parse
     )
-    read: Callable[[Path], Iterator[RawRecord]] | None = getattr(parser, "read_rendered", None)
+    read: Callable[..., Iterator[tuple[RawRecord, Screened | None]]] | None
+    read = getattr(parser, "read_screened", None)
     key_of: Callable[[str], IndexKey | None] | None = getattr(parser, "rendered_key", None)
+    screen = None
+    records: Iterator[tuple[RawRecord, Screened | None]]
     if screen_text and read is not None and key_of is not None:
-        screen = ruleset.text_screen(key_of)
-        records = read(path)
+        screen = ruleset.record_screen(key_of)  # the thread's: its count goes on
+        ruled_out_before = screen.ruled_out
+        records = read(path, screen)
     else:
-        screen = None
-        records = parser.read_file(path)
+        records = ((record, None) for record in parser.read_file(path))
     matching_rules = ruleset.matching_rules
     fired = tally.fired
-    count = ruled_out = 0
+    count = 0
     try:
-        for record in records:
+        for record, screened in records:
             count += 1
-            raw = record.raw
-            screened = None
-            if screen is not None and type(raw) is str:
-                screened = screen(raw)
-                if screened is False:
-                    ruled_out += 1
-                    continue  # no rule can match: not decoded
             try:
-                event = parse(raw, ctx)
+                event = parse(record.raw, ctx)
             except OtasukeError as error:
                 tally.parse_errors += 1
                 note(f"解析エラー / parse error {record.location}: {error}")
                 continue
-            matched = matching_rules(EventView(event.fields), screened or None)
+            matched = matching_rules(EventView(event.fields), screened)
             if matched:
                 for rule in matched:
                     tally.matches += 1
                     fired[rule.info.id] += 1
                     yield rule, event
-    finally:  # counted once per file (the loop runs for every record)
-        tally.records += count
+    finally:  # counted once per file (the loop runs for every record that passes)
+        ruled_out = screen.ruled_out - ruled_out_before if screen is not None else 0
+        tally.records += count + ruled_out
         tally.screened += ruled_out
 
 

@@ -20,6 +20,7 @@ same literals, the same answers (a test runs both), Hyperscan ~5× faster on thi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import ahocorasick
 
@@ -233,37 +234,74 @@ def _hyperscan_database(
     """The compiled database for these (number, literal) pairs, from the cache if there.
 
     Compiling the largest bucket (Sysmon process creation, ~7,500 literals) takes ~0.2 s;
-    loading it ~1 ms. Entries are named by the SHA-256 of the literals and the Hyperscan
-    version (content-addressed: a rule change makes a new entry, never a wrong one); an
-    entry that does not load (another CPU, another version, damaged) is compiled again.
-    Entries unused for 30 days are removed when a new one is written.
+    loading it ~1 ms (:func:`cached_database`).
     """
     assert hyperscan is not None
     flags = flags or hyperscan.HS_FLAG_SINGLEMATCH
-    digest = hashlib.sha256(hyperscan.__version__.encode())
+    tag = hyperscan.__version__
     if flags != hyperscan.HS_FLAG_SINGLEMATCH:  # entries of plain databases keep their names
-        digest.update(f"flags:{flags}:".encode())
-    for number, literal in plain:
-        digest.update(f"{number}:{len(literal)}:".encode())
-        digest.update(literal.encode("utf-8", "surrogatepass"))
-    entry = cache_dir / PREFILTER_CACHE / f"{digest.hexdigest()}.hs" if cache_dir else None
+        tag += f"flags:{flags}:"
+
+    def load(data: bytes) -> Any:
+        try:
+            return hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+        except hyperscan.error as error:
+            raise ValueError(str(error)) from error
+
+    def build() -> Any:
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        database.compile(
+            expressions=[literal.encode("utf-8", "surrogatepass") for _, literal in plain],
+            ids=[n for n, _ in plain],
+            elements=len(plain),
+            flags=flags,
+            literal=True,
+        )
+        return database
+
+    return cached_database(database_entry(cache_dir, tag, plain), load, build, hyperscan.dumpb)
+
+
+_Database = TypeVar("_Database")
+
+
+def database_entry(
+    cache_dir: Path | None, tag: str, plain: Iterable[tuple[int, str]]
+) -> Path | None:
+    """Where the database of these (number, literal) pairs is kept in the cache folder.
+
+    Entries are named by the SHA-256 of ``tag`` (the engine, its version, its flags) and
+    the literals: content-addressed, so a rule change makes a new entry, never a wrong one.
+    """
+    if cache_dir is None:
+        return None
+    named = "".join([f"{number}:{len(literal)}:{literal}" for number, literal in plain])
+    digest = hashlib.sha256(f"{tag}\0{named}".encode("utf-8", "surrogatepass"))
+    return cache_dir / PREFILTER_CACHE / f"{digest.hexdigest()}.hs"
+
+
+def cached_database(
+    entry: Path | None,
+    load: Callable[[bytes], _Database],
+    build: Callable[[], _Database],
+    dump: Callable[[_Database], bytes],
+) -> _Database:
+    """The database kept at ``entry`` (``load``), or else ``build`` it and keep it there.
+
+    An entry that does not load (``ValueError``: another CPU, another version, damaged) is
+    built again and rewritten. Entries unused for 30 days are removed when a new one is
+    written.
+    """
     if entry is not None and entry.is_file():
         try:
-            database = hyperscan.loadb(entry.read_bytes(), hyperscan.HS_MODE_BLOCK)
+            database = load(entry.read_bytes())
             os.utime(entry)  # recently used: not pruned
             return database
-        except (OSError, hyperscan.error):
-            pass  # compiled again below and rewritten
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(
-        expressions=[literal.encode("utf-8", "surrogatepass") for _, literal in plain],
-        ids=[n for n, _ in plain],
-        elements=len(plain),
-        flags=flags,
-        literal=True,
-    )
+        except (OSError, ValueError):
+            pass  # built again below and rewritten
+    database = build()
     if entry is not None:
-        _store_entry(entry, hyperscan.dumpb(database))
+        _store_entry(entry, dump(database))
     return database
 
 
@@ -310,6 +348,7 @@ SIGMA = "σ"
 other neighbours in JSON than in its value: text and literals are compared with ς as σ."""
 
 
+@functools.cache  # a literal is in many buckets; the rules' literals are a bounded set
 def rendered_forms(literal: str) -> tuple[str, ...]:
     """How a lowercased literal of a value occurs in the value's JSON text, lowercased.
 
@@ -345,6 +384,7 @@ class RenderedMatchers(NamedTuple):
     ``len(by_pattern)`` on."""
 
 
+@functools.cache
 def case_stable(literal: str) -> bool:
     """Whether every non-ASCII character of ``literal`` is one no case mapping touches.
 
@@ -407,16 +447,28 @@ class Bucket:
     rules: Sequence[Any]
     always: tuple[int, ...]
     """Positions of rules evaluated on every event of this key."""
-    matcher: LiteralMatcher | None
-    """One matcher over every literal of the bucket, searched once per event over
-    :meth:`EventView.search_text`; None: no literals."""
     payloads: Sequence[Payload]
     """Per literal number of :attr:`matcher`: who wants it (:data:`Payload`)."""
     engine: str | None = None
     cache_dir: Path | None = None
+    _matcher: LiteralMatcher | None = None
     _rendered: RenderedMatchers | None = None
     """The matchers of :meth:`rendered_found` (built on first use) and, per pattern, the
     literal numbers it stands for."""
+    _patterns: tuple[list[str], tuple[tuple[int, ...], ...]] | None = None
+    _lowered: LiteralMatcher | None = None
+    _native: Any = None
+
+    @property
+    def matcher(self) -> LiteralMatcher | None:
+        """One matcher over every literal of the bucket, searched once per event over
+        :meth:`EventView.search_text`; None: no literals. Built on first use: records
+        screened on their text (:meth:`rendered_found`) never need it."""
+        matcher = self._matcher
+        if matcher is None and self.payloads:
+            literals = [payload[0] for payload in self.payloads]
+            matcher = self._matcher = literal_matcher(literals, self.engine, self.cache_dir)
+        return matcher
 
     def candidates(self, view: EventView, found: Iterable[int] | None = None) -> list[int]:
         """Positions (ascending) of the rules whose literals occur in the event.
@@ -428,13 +480,16 @@ class Bucket:
         ``found``: literal numbers already known to include every literal of the event's
         values (:meth:`rendered_found` on its JSON text); the search is then skipped.
         """
-        matcher = self.matcher
-        if matcher is None:
+        if not self.payloads:
             return list(self.always)
         hits: set[int] = set(self.always)
         lower = view.lower
         payloads = self.payloads
-        for number in set(matcher.found(view.search_text()) if found is None else found):
+        if found is None:
+            matcher = self.matcher
+            assert matcher is not None  # there are literals
+            found = matcher.found(view.search_text())
+        for number in set(found):
             literal, anywhere, fields = payloads[number]
             if anywhere:
                 hits.update(anywhere)
@@ -466,19 +521,13 @@ class Bucket:
     def rendered_search(self) -> Callable[[str], Collection[int]]:
         """:meth:`rendered_found` as a function with its matchers bound, for one thread's
         loop over many records (the Hyperscan scratch space is taken once, not per text)."""
-        if self.matcher is None:
+        if not self.payloads:
             return _nothing_found
         matchers = self._rendered or self.prepare_rendered()
+        triggered = len(matchers.by_pattern)
         by_pattern = matchers.by_pattern
-        triggered = len(by_pattern)
-        found_in_lowered = matchers.lowered.finder()
+        search_lowered = self.lowered_search()
         found_as_is = matchers.caseless.finder() if matchers.caseless is not None else None
-
-        def search_lowered(text: str) -> Collection[int]:
-            found: set[int] = set()
-            for pattern in found_in_lowered(rendered_text(text)):
-                found.update(by_pattern[pattern])
-            return found
 
         def search(text: str) -> Collection[int]:
             if found_as_is is None or not (text.isascii() or lowers_alike(text)):
@@ -495,12 +544,46 @@ class Bucket:
 
         return search
 
+    def lowered_search(self) -> Callable[[str], set[int]]:
+        """:meth:`rendered_found` by searching the lowercased text (:func:`rendered_text`)
+        for every pattern: right for any text, the slower way."""
+        patterns, by_pattern = self._rendered_patterns()
+        lowered = self._lowered
+        if lowered is None:
+            lowered = self._lowered = literal_matcher(patterns, self.engine, self.cache_dir)
+        found_in_lowered = lowered.finder()
+
+        def search_lowered(text: str) -> set[int]:
+            found: set[int] = set()
+            for pattern in found_in_lowered(rendered_text(text)):
+                found.update(by_pattern[pattern])
+            return found
+
+        return search_lowered
+
+    def _rendered_patterns(self) -> tuple[list[str], tuple[tuple[int, ...], ...]]:
+        """Each distinct rendered form of the bucket's literals, and per form the literal
+        numbers it stands for (two literals can share a form: ``\\\\`` plain and ``\\``
+        escaped; ``σ`` and ``ς``)."""
+        made = self._patterns
+        if made is None:
+            forms: dict[str, list[int]] = {}
+            for number, (literal, _anywhere, _fields) in enumerate(self.payloads):
+                for form in rendered_forms(literal):
+                    forms.setdefault(form, []).append(number)
+            made = self._patterns = (list(forms), tuple(tuple(n) for n in forms.values()))
+        return made
+
+    def screen_patterns(self) -> list[str]:
+        """The patterns searched in texts as they are (ASCII letters without case): the
+        :func:`case_stable` rendered forms with their numbers (others empty: none), then
+        the :func:`_case_triggers` of the others, numbered from the number of forms on."""
+        patterns, _by_pattern = self._rendered_patterns()
+        stable = [pattern if case_stable(pattern) else "" for pattern in patterns]
+        return [*stable, *_case_triggers(patterns)]
+
     def prepare_rendered(self) -> RenderedMatchers:
         """Build (or load from the cache folder) the matchers of :meth:`rendered_found`.
-
-        Two literals can share a form (``\\\\`` plain and ``\\`` escaped; ``σ`` and ``ς``), so
-        each distinct form is one pattern standing for every literal number that has it
-        (pyahocorasick keeps one value per word).
 
         With Hyperscan, a second database searches texts as they are, sparing the
         lowercasing of each (~1.5 µs a record; ~15 µs for one with non-ASCII characters,
@@ -510,26 +593,29 @@ class Bucket:
         text with ASCII case ignored (Hyperscan's ``CASELESS``). Any other pattern holds a
         cased non-ASCII character, and can only occur if the text holds a character that
         lowercases to it (:func:`_case_triggers`, searched in the same scan): then the text
-        is lowercased and searched as before.
+        is lowercased and searched as before (:meth:`lowered_search`).
         """
         rendered = self._rendered
         if rendered is None:
-            forms: dict[str, list[int]] = {}
-            for number, (literal, _anywhere, _fields) in enumerate(self.payloads):
-                for form in rendered_forms(literal):
-                    forms.setdefault(form, []).append(number)
-            patterns = list(forms)
-            matcher = literal_matcher(patterns, self.engine, self.cache_dir)
+            by_pattern = self._rendered_patterns()[1]
+            self.lowered_search()  # builds the matcher of lowercased texts
+            assert self._lowered is not None
             caseless = None
-            if isinstance(matcher, HyperscanMatcher):
-                stable = [pattern if case_stable(pattern) else "" for pattern in patterns]
-                triggers = _case_triggers(patterns)
-                caseless = HyperscanMatcher([*stable, *triggers], self.cache_dir, caseless=True)
-            rendered = RenderedMatchers(
-                matcher, tuple(tuple(numbers) for numbers in forms.values()), caseless
-            )
-            self._rendered = rendered
+            if isinstance(self._lowered, HyperscanMatcher):
+                caseless = HyperscanMatcher(self.screen_patterns(), self.cache_dir, caseless=True)
+            rendered = self._rendered = RenderedMatchers(self._lowered, by_pattern, caseless)
         return rendered
+
+    def native_screen(self) -> Any:
+        """The bucket's part of ``otasuke._speedups.RecordScreen`` (built once): the
+        :meth:`screen_patterns` compiled by Hyperscan's C library, kept in the cache
+        folder. Only when :func:`otasuke.detect.sigma.native.available`."""
+        screen = self._native
+        if screen is None:
+            from otasuke.detect.sigma.native import bucket_screen
+
+            screen = self._native = bucket_screen(self)
+        return screen
 
 
 def _nothing_found(_text: str) -> Collection[int]:
@@ -556,12 +642,9 @@ def build_bucket(
         anywhere = tuple(by_field.pop(ANY_FIELD, ()))
         fields = tuple((f, tuple(p)) for f, p in by_field.items())
         payloads.append((literal, anywhere, fields))
-    literals_in_order = [payload[0] for payload in payloads]
-    matcher = literal_matcher(literals_in_order, engine, cache_dir) if words else None
     return Bucket(
         rules=rules,
         always=tuple(always),
-        matcher=matcher,
         payloads=payloads,
         engine=engine,
         cache_dir=cache_dir,

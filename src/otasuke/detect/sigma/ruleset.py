@@ -11,11 +11,13 @@ in the :class:`~otasuke.detect.engine.Detector`, not here (a rule set is shared)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 from otasuke.detect.detection import Detection, DetectionSource
+from otasuke.detect.sigma import native
 from otasuke.detect.sigma.cache import default_cache_dir
 from otasuke.detect.sigma.correlation import CorrelationSpec
 from otasuke.detect.sigma.filters import apply_filters
@@ -33,7 +35,14 @@ from otasuke.detect.sigma.rules import (
 from otasuke.detect.sigma.view import EventView, sigma_name
 from otasuke.ingest.event import Event, SourceFormat
 
-__all__ = ["RuleSet", "Screened", "default_cache_dir", "default_rule_paths"]
+__all__ = [
+    "PythonRecordScreen",
+    "RecordScreen",
+    "RuleSet",
+    "Screened",
+    "default_cache_dir",
+    "default_rule_paths",
+]
 
 Correlation = tuple[RuleInfo, CorrelationSpec]
 
@@ -48,6 +57,43 @@ class Screened(NamedTuple):
     found: Collection[int]
     """The bucket's literal numbers seen in the record's JSON text (a superset of those
     in its values): :meth:`RuleSet.matching_rules` need not search the values again."""
+
+
+class RecordScreen(Protocol):
+    """The literal screen over a file's ``records_json()`` items (:meth:`RuleSet.record_screen`)."""
+
+    ruled_out: int
+    """Items no rule can match, skipped so far."""
+
+    def next_passing(self, records: Iterator[Any]) -> tuple[Any, Screened | None]:
+        """The next item that may match a rule, as (item, what the screen found); None:
+        the item's key could not be read, or it is not a dict with a ``data`` text.
+        StopIteration at the end; the iterator's errors propagate."""
+        ...
+
+
+class PythonRecordScreen:
+    """:class:`RecordScreen` in Python: :meth:`RuleSet.text_screen` item by item (the
+    twin of the compiled ``otasuke._speedups.RecordScreen``)."""
+
+    __slots__ = ("_screen", "ruled_out")
+
+    def __init__(self, screen: Callable[[str], Screened | Literal[False] | None]) -> None:
+        self._screen = screen
+        self.ruled_out = 0
+
+    def next_passing(self, records: Iterator[Any]) -> tuple[Any, Screened | None]:
+        screen = self._screen
+        for item in records:
+            data = item.get("data") if type(item) is dict else None
+            if type(data) is not str:
+                return item, None
+            screened = screen(data)
+            if screened is False:
+                self.ruled_out += 1
+                continue
+            return item, screened
+        raise StopIteration
 
 
 def default_rule_paths() -> list[Path]:
@@ -87,6 +133,8 @@ class RuleSet:
         self._source_buckets: dict[EventSources, Bucket] = {}
         self._by_positions: dict[tuple[int, ...], Bucket] = {}
         """Keys whose rules are the same share one bucket (163 keys, 80 buckets, corpus)."""
+        self._thread_screens = threading.local()
+        """Per thread, its :meth:`record_screen` by (key reader, compiled)."""
 
     @classmethod
     def load(
@@ -199,6 +247,36 @@ class RuleSet:
 
         return screen
 
+    def record_screen(
+        self, key_of: Callable[[str], IndexKey | None], *, compiled: bool | None = None
+    ) -> RecordScreen:
+        """:meth:`text_screen` over files' records (``records_json()`` items).
+
+        The compiled loop (``otasuke._speedups.RecordScreen``, see
+        :mod:`otasuke.detect.sigma.native`) where it can run, else its Python twin
+        (:class:`PythonRecordScreen`); ``compiled``: force one (tests). The calling thread
+        gets the same screen for every file (its ``ruled_out`` counts on): what it learnt
+        of each key, and Hyperscan's scratch space, are made once.
+        """
+        if compiled is None:
+            compiled = native.available()
+        screens: dict[tuple[Any, bool], RecordScreen] | None
+        screens = getattr(self._thread_screens, "screens", None)
+        if screens is None:
+            screens = self._thread_screens.screens = {}
+        screen = screens.get((key_of, compiled))
+        if screen is None:
+            if compiled:
+                made = native.record_screen(key_of, self._native_screen, Screened)
+                screen = cast(RecordScreen, made)
+            else:
+                screen = PythonRecordScreen(self.text_screen(key_of))
+            screens[(key_of, compiled)] = screen
+        return screen
+
+    def _native_screen(self, key: IndexKey) -> Any:
+        return self._bucket(key).native_screen()
+
     def event_matches(self, event: Event) -> tuple[list[CompiledRule], Mapping[str, Any]]:
         """The rules one event matches (any format), and the fields they were matched on.
 
@@ -258,8 +336,10 @@ class RuleSet:
         """
         for key in list(self._by_key):
             bucket = self._bucket(key)
-            if bucket.matcher is not None:
+            if bucket.matcher is not None:  # built now, so kept in the cache folder
                 bucket.prepare_rendered()
+                if native.available():
+                    bucket.native_screen()
         return len(self._by_positions)
 
     def _bucket_of(self, positions: Sequence[int]) -> Bucket:

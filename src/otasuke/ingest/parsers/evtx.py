@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import evtx
 import orjson
@@ -40,6 +40,9 @@ import orjson
 from otasuke.errors import ParseError
 from otasuke.ingest.event import Event, SourceFormat, content_id
 from otasuke.ingest.parsers import ParseContext, RawRecord, register_parser
+
+if TYPE_CHECKING:  # the detection side, which imports this module
+    from otasuke.detect.sigma.ruleset import RecordScreen, Screened
 
 EVTX_MAGIC = b"ElfFile\x00"
 PARSE_ERROR_KEY = "_parse_error"
@@ -167,28 +170,42 @@ class EvtxParser:
             yield RawRecord(format="evtx", raw=data, location=record.location)
 
     def read_rendered(self, path: Path) -> Iterator[RawRecord]:
-        """As :meth:`read_file`, each record's ``raw`` left as the renderer's JSON text.
+        """As :meth:`read_file`, each record's ``raw`` left as the renderer's JSON text."""
+        for record, _screened in self.read_screened(path, _PASS_ALL):
+            yield record
 
-        ``otasuke detect`` reads the key (:func:`rendered_key`) and searches the text for
-        the rules' literals before it decodes a record, and most records stop there.
+    def read_screened(
+        self, path: Path, screen: RecordScreen
+    ) -> Iterator[tuple[RawRecord, Screened | None]]:
+        """The records ``screen`` lets through, as :meth:`read_rendered` gives them, each
+        with what the screen found (``otasuke detect``: :meth:`RuleSet.record_screen`).
+
+        The screen reads each record's key (:func:`rendered_key`) and searches its text for
+        the rules' literals before anything is decoded; most records stop there and are
+        counted in ``screen.ruled_out``. Unreadable records come as error records.
         """
         try:
             records = evtx.PyEvtxParser(str(path), 1).records_json()  # 1 thread: 2× faster here
         except (OSError, RuntimeError, ValueError) as err:
-            yield _error_record(path, "file", err)
+            yield _error_record(path, "file", err), None
             return
         errors = 0
         unreadable = 0
+        ruled_out = screen.ruled_out
         prefix = f"{path}#"
+        next_passing = screen.next_passing
         while True:
             try:
-                item = next(records)
+                item, screened = next_passing(records)
             except StopIteration:
                 return
             except (RuntimeError, ValueError, OSError) as err:
+                if screen.ruled_out != ruled_out:  # records were read since the last error
+                    ruled_out = screen.ruled_out
+                    errors = 0
                 errors += 1
                 unreadable += 1
-                yield _error_record(path, f"unreadable-{unreadable}", err)
+                yield _error_record(path, f"unreadable-{unreadable}", err), None
                 if errors >= _MAX_CONSECUTIVE_ERRORS:
                     return
                 continue
@@ -198,9 +215,22 @@ class EvtxParser:
             record_id = item.get("event_record_id")
             data = item.get("data")
             if type(data) is not str:
-                yield _error_record(path, str(record_id), TypeError("no JSON text"))
+                yield _error_record(path, str(record_id), TypeError("no JSON text")), None
                 continue
-            yield RawRecord(format="evtx", raw=data, location=f"{prefix}{record_id}")
+            yield RawRecord(format="evtx", raw=data, location=f"{prefix}{record_id}"), screened
+
+
+class _PassAll:
+    """A :class:`RecordScreen` that lets every record through (:meth:`read_rendered`)."""
+
+    ruled_out = 0
+
+    @staticmethod
+    def next_passing(records: Iterator[Any]) -> tuple[Any, None]:
+        return next(records), None
+
+
+_PASS_ALL = _PassAll()
 
 
 _WINDOWS_EVENT = (
