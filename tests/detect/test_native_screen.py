@@ -17,10 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otasuke.detect.sigma import RuleSet, native
-from otasuke.detect.sigma.compile import ANY_FIELD
 from otasuke.detect.sigma.index import PREFILTER_CACHE, Bucket, build_bucket
 from otasuke.ingest.parsers.evtx import EvtxParser
-from tests.detect.test_rendered_screen import NAMES, records, view_of
+from tests.detect.test_rendered_screen import PICKS, cut_literals, records, view_of
 
 if not native.available():  # pragma: no cover - depends on the machine
     if os.environ.get("CI") == "true":
@@ -99,11 +98,7 @@ def test_corpus_records_pass_and_find_alike(corpus: Path) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     record=records(),
-    picks=st.lists(
-        st.tuples(st.integers(0, 10**6), st.integers(1, 6), st.sampled_from([*NAMES, ANY_FIELD])),
-        min_size=1,
-        max_size=6,
-    ),
+    picks=PICKS,
     always=st.booleans(),
     case=st.sampled_from([str, str.upper, str.lower, str.swapcase]),
 )
@@ -116,11 +111,7 @@ def test_generated_records_find_the_same_literals(
     """Literals cut from the record's own values (non-ASCII, İ, Kelvin K, Σ/ς, escapes
     included), the text's case changed: the compiled screen finds what the Python one does."""
     text = orjson.dumps(record).decode()
-    joined = view_of(text).search_text()
-    literals: list[frozenset[tuple[str, str]] | None] = []
-    for start, length, field in picks:
-        literal = joined[start % max(len(joined), 1) :][:length].replace("\0", "") or "x"
-        literals.append(frozenset({(field.lower().replace(" ", ""), literal)}))
+    literals: list[frozenset[tuple[str, str]] | None] = [*cut_literals(view_of(text), picks)]
     if always:
         literals.append(None)
     bucket = build_bucket(list(range(len(literals))), literals, "hyperscan")

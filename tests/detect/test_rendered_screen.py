@@ -166,16 +166,26 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     return {"Event": {"#attributes": {"xmlns": "x"}, "System": system, "EventData": data}}
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    record=records(),
-    picks=st.lists(
-        st.tuples(st.integers(0, 10**6), st.integers(1, 6), st.sampled_from([*NAMES, ANY_FIELD])),
-        min_size=1,
-        max_size=6,
-    ),
-    engine=st.sampled_from(ENGINES),
+PICKS = st.lists(
+    st.tuples(st.integers(0, 10**6), st.integers(1, 6), st.sampled_from([*NAMES, ANY_FIELD])),
+    min_size=1,
+    max_size=6,
 )
+"""Where to cut literals from a record's values: (start, length, field or anywhere)."""
+
+
+def cut_literals(view: EventView, picks: list[tuple[int, int, str]]) -> list[frozenset[Any]]:
+    """One literal set per pick, cut from the view's joined values (so many do occur)."""
+    joined = view.search_text()
+    literals = []
+    for start, length, field in picks:
+        literal = joined[start % max(len(joined), 1) :][:length].replace("\0", "") or "x"
+        literals.append(frozenset({(field.lower().replace(" ", ""), literal)}))
+    return literals
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=records(), picks=PICKS, engine=st.sampled_from(ENGINES))
 @example(  # σ and ς share the form σ: two literal numbers behind one pyahocorasick word
     record={
         "Event": {
@@ -199,11 +209,7 @@ def test_screen_never_drops_a_candidate(
     every rule the view's prefilter keeps, the text's keeps too."""
     text = orjson.dumps(record).decode()
     view = view_of(text)
-    joined = view.search_text()
-    literals = []
-    for start, length, field in picks:
-        literal = joined[start % max(len(joined), 1) :][:length].replace("\0", "") or "x"
-        literals.append(frozenset({(field.lower().replace(" ", ""), literal)}))
+    literals = cut_literals(view, picks)
     bucket = build_bucket(list(range(len(literals))), literals, engine)
     found = bucket.rendered_found(text)
     assert set(bucket.candidates(view)) <= set(bucket.candidates(view, found))
