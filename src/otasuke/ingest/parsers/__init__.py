@@ -12,6 +12,7 @@ A parser that also reads whole files (``otasuke import``) implements
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -87,19 +88,36 @@ def get_parser(name: str) -> Parser:
 
 
 def file_parsers() -> list[FileParser]:
+    """The registered parsers that read files, in sniffing order."""
+    return list(_file_parsers())
+
+
+def _file_parsers() -> tuple[FileParser, ...]:
+    """:func:`file_parsers`, kept until the registry changes (asked once per file)."""
     _load_builtin()
-    return [
-        cast(FileParser, p)
-        for p in PARSERS.values()
-        if hasattr(p, "sniff") and hasattr(p, "read_file")
-    ]
+    known = _FILE_PARSERS.get(len(PARSERS))
+    if known is None:
+        _FILE_PARSERS.clear()
+        known = _FILE_PARSERS[len(PARSERS)] = tuple(
+            cast(FileParser, p)
+            for p in PARSERS.values()
+            if hasattr(p, "sniff") and hasattr(p, "read_file")
+        )
+    return known
+
+
+_FILE_PARSERS: dict[int, tuple[FileParser, ...]] = {}
+"""The file parsers by the registry's size (parsers are only ever added)."""
 
 
 def parser_for_file(path: Path) -> FileParser:
     """The parser that recognises this file, or a ParseError saying what is supported."""
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-    for parser in file_parsers():
+    descriptor = os.open(path, os.O_RDONLY)  # no buffered file object: one read of the head
+    try:
+        head = os.read(descriptor, 4096)
+    finally:
+        os.close(descriptor)
+    for parser in _file_parsers():
         if parser.sniff(path, head):
             return parser
     known = ", ".join(sorted(p.name for p in file_parsers()))
