@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from otasuke.detect.command import Tally, scan_file
-from otasuke.detect.sigma import RuleSet
+from otasuke.detect.sigma import RuleSet, native
 from otasuke.detect.sigma.compile import ANY_FIELD
 from otasuke.detect.sigma.index import (
     _LOWER_TO_ASCII,
@@ -46,8 +46,15 @@ def matches(ruleset: RuleSet, files: list[Path], screen_text: bool) -> tuple[Tal
     return tally, found
 
 
-def test_corpus_matches_are_those_of_decoding_every_record(corpus: Path, tmp_path: Path) -> None:
-    """Every EVTX file of the corpus, the bundled rules: the same (rule, record) pairs."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled screen", "python screen"])
+def test_corpus_matches_are_those_of_decoding_every_record(
+    corpus: Path, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every EVTX file of the corpus, the bundled rules: the same (rule, record) pairs,
+    whichever screen runs (the compiled one only where it can: test_native_screen.py)."""
+    if compiled and not native.available():
+        pytest.skip("the compiled screen cannot run here (test_native_screen.py says why)")
+    monkeypatch.setattr(native, "available", lambda: compiled)
     ruleset = RuleSet.load([Path(__file__).parents[2] / "src/otasuke/rules/sigma"])
     files = sorted((corpus / "evtx").rglob("*.evtx"))
     screened_tally, screened = matches(ruleset, files, screen_text=True)

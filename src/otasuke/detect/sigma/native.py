@@ -38,8 +38,21 @@ def hyperscan_library() -> str | None:
 
 
 def available() -> bool:
-    """Whether the compiled screen can run here (module built, C library installed)."""
-    return hyperscan_library() is not None
+    """Whether the compiled screen can run here: module built, C library installed, and
+    the library able to work on this CPU (it needs SSSE3; tried once on a tiny database)."""
+    global _WORKS
+    if _WORKS is None:
+        _WORKS = False
+        if hyperscan_library() is not None:
+            try:
+                _speedups.LiteralDatabase.compile([b"otasuke"], True)
+                _WORKS = True
+            except (ValueError, RuntimeError, MemoryError):
+                pass
+    return _WORKS
+
+
+_WORKS: bool | None = None
 
 
 def bucket_screen(bucket: Bucket) -> Any:
