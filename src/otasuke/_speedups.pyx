@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""高速化 (speed-ups): compiled twins of two hot Python loops, for the usual shapes only.
+"""高速化 (speed-ups): compiled twins of the hottest Python loops, for the usual shapes only.
 
 Built by ``make install`` (Cython, in place); without it the Python code runs alone.
 Each function does exactly what its Python twin does for the shapes it accepts, and
@@ -11,6 +11,9 @@ records.
   (``flatten_system`` within it: ``_flatten_system``).
 * :func:`view_original`: the string values of ``otasuke.detect.sigma.view.EventView``.
 * :func:`rendered_key`: ``otasuke.ingest.parsers.evtx.rendered_key``.
+* :class:`RecordScreen`: ``otasuke.detect.sigma.ruleset.PythonRecordScreen`` (the rules'
+  literal screen over a file's records), calling Hyperscan's C library; compared with its
+  twin in tests/detect/test_native_screen.py.
 """
 
 cimport cython
