@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from pathlib import Path
@@ -143,3 +144,25 @@ def test_bundled_rules_warm_equal_cold(tmp_path: Path, corpus: Path) -> None:
     assert [r.tree for r in warm.compiled] == [r.tree for r in cold.compiled]
     assert [r.fields for r in warm.compiled] == [r.fields for r in cold.compiled]
     assert [r.windows for r in warm.compiled] == [r.windows for r in cold.compiled]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_leaves_the_garbage_collector_as_it_was(
+    rule_dir: Path, tmp_path: Path, enabled: bool
+) -> None:
+    """The collector is paused while rules load (half a warm load was its walks over the
+    new trees) and left as the caller had it, also when loading fails."""
+    if not enabled:
+        gc.disable()
+    try:
+        RuleSet.load([rule_dir], cache_dir=tmp_path / "cache")
+        assert gc.isenabled() is enabled
+
+        def interrupted(_done: int, _total: int) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            RuleSet.load([rule_dir], progress=interrupted)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()

@@ -11,8 +11,10 @@ in the :class:`~otasuke.detect.engine.Detector`, not here (a rule set is shared)
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast
 
@@ -96,6 +98,23 @@ class PythonRecordScreen:
         raise StopIteration
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a burst of long-lived objects is made.
+
+    Loading ~2,700 rules makes a few hundred thousand objects that all stay; each
+    collection the allocations trigger walks those made so far, none of which is garbage:
+    half of a warm load (0.9 → 0.46 s measured). The collector's state is restored after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def default_rule_paths() -> list[Path]:
     """The bundled SigmaHQ rules (``otasuke/rules/sigma``; DRL 1.1)."""
     return [BUNDLED_DIR]
@@ -150,8 +169,9 @@ class RuleSet:
         :mod:`otasuke.detect.sigma.cache`; :func:`default_cache_dir` is the usual place);
         None compiles every file. Refusals are kept in :attr:`refused`.
         """
-        trees, refused = load_rule_trees(paths, progress, cache_dir=cache_dir)
-        return cls.from_trees(trees, refused, cache_dir=cache_dir)
+        with gc_paused():
+            trees, refused = load_rule_trees(paths, progress, cache_dir=cache_dir)
+            return cls.from_trees(trees, refused, cache_dir=cache_dir)
 
     @classmethod
     def from_trees(
