@@ -139,3 +139,28 @@ def test_demo_on_postgresql(pg_db: Database, tmp_path: Path) -> None:
     assert {i["customer"] for i in incidents} == {"tokai-parts", "sakura-clinic", "yamada-office"}
     assert any(i["severity"] == "serious" and i["notified_at"] for i in incidents)
     assert not (tmp_path / "otasuke.db").exists()  # nothing went to SQLite
+
+
+def test_every_command_answers_help_and_detect_starts_without_the_database(
+    tmp_path: Path,
+) -> None:
+    """Commands are imported when used: each one's help works, and ``otasuke detect``
+    (an analyst's tool without a database) starts without the database and web layers."""
+    from otasuke.cli import COMMANDS
+
+    listing = run(tmp_path, "--help").stdout
+    for name in COMMANDS:
+        assert name in listing
+        assert f"otasuke.cli {name} [OPTIONS]" in run(tmp_path, name, "--help").stdout
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from otasuke.cli import app\n"
+        "result = CliRunner().invoke(app, ['detect', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'starlette', 'nats') if m in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
