@@ -319,6 +319,7 @@ def scan_file(
     read = getattr(parser, "read_screened", None)
     key_of: Callable[[str], IndexKey | None] | None = getattr(parser, "rendered_key", None)
     screen = None
+    ruled_out_before = 0
     records: Iterator[tuple[RawRecord, Screened | None]]
     if screen_text and read is not None and key_of is not None:
         screen = ruleset.record_screen(key_of)  # the thread's: its count goes on

@@ -547,11 +547,8 @@ class Bucket:
     def lowered_search(self) -> Callable[[str], set[int]]:
         """:meth:`rendered_found` by searching the lowercased text (:func:`rendered_text`)
         for every pattern: right for any text, the slower way."""
-        patterns, by_pattern = self._rendered_patterns()
-        lowered = self._lowered
-        if lowered is None:
-            lowered = self._lowered = literal_matcher(patterns, self.engine, self.cache_dir)
-        found_in_lowered = lowered.finder()
+        by_pattern = self.rendered_patterns()[1]
+        found_in_lowered = self._lowered_matcher().finder()
 
         def search_lowered(text: str) -> set[int]:
             found: set[int] = set()
@@ -561,7 +558,15 @@ class Bucket:
 
         return search_lowered
 
-    def _rendered_patterns(self) -> tuple[list[str], tuple[tuple[int, ...], ...]]:
+    def _lowered_matcher(self) -> LiteralMatcher:
+        """The matcher of every pattern in lowercased texts (built once)."""
+        lowered = self._lowered
+        if lowered is None:
+            patterns = self.rendered_patterns()[0]
+            lowered = self._lowered = literal_matcher(patterns, self.engine, self.cache_dir)
+        return lowered
+
+    def rendered_patterns(self) -> tuple[list[str], tuple[tuple[int, ...], ...]]:
         """Each distinct rendered form of the bucket's literals, and per form the literal
         numbers it stands for (two literals can share a form: ``\\\\`` plain and ``\\``
         escaped; ``σ`` and ``ς``)."""
@@ -578,7 +583,7 @@ class Bucket:
         """The patterns searched in texts as they are (ASCII letters without case): the
         :func:`case_stable` rendered forms with their numbers (others empty: none), then
         the :func:`_case_triggers` of the others, numbered from the number of forms on."""
-        patterns, _by_pattern = self._rendered_patterns()
+        patterns, _by_pattern = self.rendered_patterns()
         stable = [pattern if case_stable(pattern) else "" for pattern in patterns]
         return [*stable, *_case_triggers(patterns)]
 
@@ -597,13 +602,12 @@ class Bucket:
         """
         rendered = self._rendered
         if rendered is None:
-            by_pattern = self._rendered_patterns()[1]
-            self.lowered_search()  # builds the matcher of lowercased texts
-            assert self._lowered is not None
+            lowered = self._lowered_matcher()
             caseless = None
-            if isinstance(self._lowered, HyperscanMatcher):
+            if isinstance(lowered, HyperscanMatcher):
                 caseless = HyperscanMatcher(self.screen_patterns(), self.cache_dir, caseless=True)
-            rendered = self._rendered = RenderedMatchers(self._lowered, by_pattern, caseless)
+            by_pattern = self.rendered_patterns()[1]
+            rendered = self._rendered = RenderedMatchers(lowered, by_pattern, caseless)
         return rendered
 
     def native_screen(self) -> Any:

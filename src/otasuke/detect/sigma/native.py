@@ -65,7 +65,7 @@ def bucket_screen(bucket: Bucket) -> Any:
     by_pattern: tuple[tuple[int, ...], ...] = ()
     if bucket.payloads:
         patterns = bucket.screen_patterns()
-        by_pattern = bucket._rendered_patterns()[1]
+        by_pattern = bucket.rendered_patterns()[1]
         database = _database(patterns, bucket)
     return _speedups.BucketScreen(
         bucket,
