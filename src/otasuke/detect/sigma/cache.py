@@ -2,14 +2,16 @@
 
 Loading a rule means parsing YAML, building pySigma objects and applying the processing
 pipelines: ~2 ms a rule. What comes out (:class:`~otasuke.detect.sigma.rules.RuleInfo`,
-our own :data:`~otasuke.detect.sigma.compile.Node` tree, refusals) is plain data, so it is
-pickled; closures are never pickled (each value test carries the recipe it is rebuilt from).
+our own :data:`~otasuke.detect.sigma.compile.Node` tree, a rule's generated function as
+marshalled code, refusals) is plain data, so it is pickled; closures are never pickled
+(each value test carries the recipe it is rebuilt from).
 
 One store file per set of rule roots, under the cache folder. An entry is kept per rule
 file and reused only when its path, size, ``mtime_ns`` and the SHA-256 of its content are
 all unchanged; a touched or edited file is compiled again, alone. The whole store is
-ignored when :data:`ENGINE_VERSION` (a hash of this package's code and of the pySigma and
-pipeline versions) differs, so an engine change never runs on stale trees.
+ignored when :data:`ENGINE_VERSION` (a hash of this package's code, of the pySigma and
+pipeline versions and of Python's bytecode version) differs, so an engine change never
+runs on stale trees.
 
 The cache is an accelerator, not a record: an unreadable or corrupt store is treated as
 empty and a store that cannot be written is reported in :attr:`RuleCache.problem`.
@@ -18,6 +20,7 @@ empty and a store that cannot be written is reported in :attr:`RuleCache.problem
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pickle
 import sys
@@ -28,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_FORMAT = 2
+_FORMAT = 3
 _NOT_ENGINE = frozenset({"sqlite_reference.py"})
 """Modules of this package that do not shape compiled rules (tools around the engine)."""
 _DISTRIBUTIONS = ("pySigma", "pysigma-pipeline-sysmon", "pysigma-pipeline-windows", "PyYAML")
@@ -36,6 +39,7 @@ _DISTRIBUTIONS = ("pySigma", "pysigma-pipeline-sysmon", "pysigma-pipeline-window
 
 def _engine_version() -> str:
     digest = hashlib.sha256(f"format {_FORMAT} python {sys.version_info[:2]}".encode())
+    digest.update(importlib.util.MAGIC_NUMBER)  # rules keep marshalled code (codegen)
     for name in _DISTRIBUTIONS:
         try:
             digest.update(f"{name} {metadata.version(name)}".encode())

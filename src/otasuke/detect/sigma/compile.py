@@ -249,17 +249,23 @@ class TestGroups(NamedTuple):
 
 
 def test_groups(tests: Sequence[ValueTest]) -> TestGroups:
-    others = tuple(t.test for t in tests if t.kind == "other")
-    networks = [ipaddress.ip_network(t.text, strict=False) for t in tests if t.kind == "cidr"]
-    if networks:
-        others = (*others, cidr_any(networks))
     return TestGroups(
         frozenset(t.text for t in tests if t.kind == "eq"),
         tuple(t.text for t in tests if t.kind == "prefix"),
         tuple(t.text for t in tests if t.kind == "suffix"),
         tuple(t.text for t in tests if t.kind == "contains"),
-        others,
+        other_tests(tests),
     )
+
+
+def other_tests(tests: Sequence[ValueTest]) -> tuple[Callable[[str], bool], ...]:
+    """The tests of an OR that run as functions: the ``other`` ones in order, then all
+    CIDR networks as one."""
+    others = tuple(t.test for t in tests if t.kind == "other")
+    networks = [ipaddress.ip_network(t.text, strict=False) for t in tests if t.kind == "cidr"]
+    if networks:
+        others = (*others, cidr_any(networks))
+    return others
 
 
 def combine_tests(tests: Sequence[ValueTest]) -> Callable[[str], bool]:

@@ -23,7 +23,7 @@ from sigma.pipelines.windows.windows import windows_logsource_pipeline
 from sigma.rule import SigmaRule, SigmaRuleBase
 
 from otasuke.detect.sigma.cache import RuleCache, file_key
-from otasuke.detect.sigma.codegen import generated_predicate
+from otasuke.detect.sigma.codegen import bound_predicate, predicate_code
 from otasuke.detect.sigma.compile import (
     And,
     Node,
@@ -103,6 +103,9 @@ class RuleTree:
     """Set for a correlation rule (相関ルール); ``tree`` is then empty."""
     filter: FilterSpec | None = None
     """Set for a filter (除外フィルタ); ``tree`` is its condition."""
+    code: bytes | None = None
+    """A rule's generated function, marshalled (:func:`~otasuke.detect.sigma.codegen.predicate_code`):
+    made once with the tree and kept with it in the rule cache. None: closures."""
 
     @property
     def kind(self) -> str:
@@ -128,45 +131,26 @@ class CompiledRule:
 
 
 def compiled(rule: RuleTree) -> CompiledRule:
-    """The evaluable form of a rule tree (closures built here, never cached).
+    """The evaluable form of a rule tree: its generated function bound (see
+    :mod:`otasuke.detect.sigma.codegen`), else its closures; never cached itself.
 
     A rule whose log source no pipeline maps to Windows channels (Linux, network, cloud…)
     is evaluated only on events whose fields it names: it needs at least one of them
     present, so ``not selection`` cannot fire on an event the rule knows nothing about.
     """
     names = frozenset(fields_named(rule.tree))
-    test = _naming_a_field(build_predicate(rule.tree), rule, names)
-    made = CompiledRule(
+    test = bound_predicate(rule.code, rule.tree) if rule.code is not None else None
+    if test is None:
+        test = build_predicate(rule.tree)
+    return CompiledRule(
         info=rule.info,
         tree=rule.tree,
-        predicate=test,
+        predicate=_naming_a_field(test, rule, names),
         fields=names,
         windows=rule.windows,
         name=rule.name,
         logsource=rule.logsource,
     )
-    calls = [0]
-    current = [test]
-
-    def counted(view: EventView) -> bool:
-        """The closures, until the rule has been evaluated often enough to be worth its
-        generated function (:data:`GENERATE_AFTER`); then that, in the rule's place (and
-        here, for a filter that wrapped this function before the switch)."""
-        calls[0] += 1
-        if calls[0] == GENERATE_AFTER:
-            function = _naming_a_field(generated_predicate(rule.tree, rule.info.id), rule, names)
-            current[0] = function
-            object.__setattr__(made, "predicate", function)  # frozen: set once, here
-        return current[0](view)
-
-    object.__setattr__(made, "predicate", counted)
-    return made
-
-
-GENERATE_AFTER = 256
-"""Evaluations of a rule before its function is generated: generating takes ~0.5 ms and
-saves ~1–2 µs an evaluation, so a rule evaluated a few times (666 rules in one pass over
-the corpus, most of them rarely) keeps its closures."""
 
 
 def _naming_a_field(test: Predicate, rule: RuleTree, names: frozenset[str]) -> Predicate:
@@ -408,7 +392,9 @@ def _compile_rule(
         (source.service or "").lower() or None,
     )
     windows = applies_to_windows(rule, tree)
-    return RuleTree(rule_info(rule, path), tree, windows, notes, rule.name, logsource)
+    info = rule_info(rule, path)
+    code = predicate_code(tree, info.id)
+    return RuleTree(info, tree, windows, notes, rule.name, logsource, code=code)
 
 
 def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:
