@@ -19,6 +19,7 @@ from otasuke.detect.sigma.index import build_bucket, hyperscan, literal_matcher
 from otasuke.detect.sigma.values import (
     _FOLD_UNSAFE,
     MIN_REGEX_LITERAL,
+    gapped_runs,
     regex_guard,
     regex_literal,
 )
@@ -363,3 +364,36 @@ def test_event_view_is_the_same_the_first_and_the_second_time(fields: dict[str, 
     assert first.all_values(cased=False) == second.all_values(cased=False)
     for name in first.original:
         assert first.lower[name] == second.lower[name]
+
+
+GAPS = [".*", ".+", ".*?", ".{2,}", "(.*)", "(?:.+?)"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_runs_and_gaps_are_searched_as_the_regex_engine_does(data: st.DataObject) -> None:
+    """``a.*b.+c`` patterns run without the regex engine, with the same answers."""
+    runs = data.draw(st.lists(st.text("+{^`aB", min_size=1, max_size=3), min_size=2, max_size=5))
+    pattern = "".join(re.escape(run) + data.draw(st.sampled_from(GAPS)) for run in runs[:-1])
+    pattern = data.draw(st.sampled_from(["", ".*", ".+"])) + pattern + re.escape(runs[-1])
+    pattern += data.draw(st.sampled_from(["", ".*", ".{3,}"]))
+    flags = data.draw(st.sampled_from([0, re.DOTALL, re.MULTILINE, re.IGNORECASE]))
+    value = data.draw(st.text("+{^`aBb\n x", max_size=30) | st.from_regex(pattern))
+    if flags != re.IGNORECASE or not any(c.isalpha() for c in "".join(runs)):
+        assert gapped_runs(pattern, flags) is not None, pattern
+    assert rebuilt_test(("re", pattern, flags))(value) == bool(re.search(pattern, value, flags))
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"a.{0,5}b", r"a.*b|c", r"^a.*b", r"a.*b$", r"(?>.*)a.*b", r"a.*+b", r"(?i)x.*y", r"a\s*b"],
+)
+def test_other_patterns_keep_the_regex_engine(pattern: str) -> None:
+    assert gapped_runs(pattern, 0) is None
+
+
+def test_the_sigmahq_obfuscation_pattern_runs_without_the_engine() -> None:
+    pattern = r"\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+.*\+"
+    assert gapped_runs(pattern, 0) == (("+",) * 14, (0,) * 15, False)
+    test = rebuilt_test(("re", pattern, 0))
+    assert test("a+" * 14) and not test("a+" * 13 + "\n+")
