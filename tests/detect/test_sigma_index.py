@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from otasuke.detect.sigma import RuleSet
 from otasuke.detect.sigma.compile import ANY_FIELD
-from otasuke.detect.sigma.index import build_bucket, hyperscan, literal_matcher
+from otasuke.detect.sigma.index import BUCKET_CACHE, build_bucket, hyperscan, literal_matcher
 from otasuke.detect.sigma.values import (
     _FOLD_UNSAFE,
     MIN_REGEX_LITERAL,
@@ -397,3 +397,31 @@ def test_the_sigmahq_obfuscation_pattern_runs_without_the_engine() -> None:
     assert gapped_runs(pattern, 0) == (("+",) * 14, (0,) * 15, False)
     test = rebuilt_test(("re", pattern, 0))
     assert test("a+" * 14) and not test("a+" * 13 + "\n+")
+
+
+def test_built_buckets_are_kept_by_their_rules_literals(tmp_path: Path) -> None:
+    """A second run takes its buckets from the cache folder and matches alike; a rule
+    whose literals change gets a bucket of its own; a damaged entry is built again."""
+    rules_dir, cache = tmp_path / "rules", tmp_path / "cache"
+    rules_dir.mkdir()
+    rule = (WINDOWS, "    selection:\n        CommandLine|contains: 'mimikatz'\n")
+    load(rules_dir, rule)
+    event = sysmon(CommandLine="run MIMIKATZ now")
+
+    def run() -> list[str]:
+        return titles(RuleSet.load([rules_dir], cache_dir=cache), event)
+
+    assert run() == ["rule 0"]
+    entries = sorted((cache / BUCKET_CACHE).glob("*.pickle"))
+    assert len(entries) == 1
+    assert run() == ["rule 0"]
+    assert sorted((cache / BUCKET_CACHE).glob("*.pickle")) == entries  # reused
+    entries[0].write_bytes(b"damaged")
+    assert run() == ["rule 0"]
+    assert entries[0].read_bytes() != b"damaged"
+    load(rules_dir, (WINDOWS, "    selection:\n        CommandLine|contains: 'rubeus'\n"))
+    assert RuleSet.load([rules_dir], cache_dir=cache).match(event) == []
+    assert titles(RuleSet.load([rules_dir], cache_dir=cache), sysmon(CommandLine="rubeus")) == [
+        "rule 0"
+    ]
+    assert len(list((cache / BUCKET_CACHE).glob("*.pickle"))) == 2

@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import os
+import pickle
 import tempfile
 import threading
 import time
@@ -315,7 +316,7 @@ def _store_entry(entry: Path, data: bytes) -> None:
         if entry.parent not in _PRUNED:  # once per process and folder
             _PRUNED.add(entry.parent)
             cutoff = time.time() - _STALE_SECONDS
-            for old in entry.parent.glob("*.hs"):
+            for old in entry.parent.glob(f"*{entry.suffix}"):
                 if old.stat().st_mtime < cutoff:
                     old.unlink(missing_ok=True)
     except OSError:
@@ -458,6 +459,7 @@ class Bucket:
     _patterns: tuple[list[str], tuple[tuple[int, ...], ...]] | None = None
     _lowered: LiteralMatcher | None = None
     _native: Any = None
+    _screen: list[str] | None = None
 
     @property
     def matcher(self) -> LiteralMatcher | None:
@@ -583,9 +585,12 @@ class Bucket:
         """The patterns searched in texts as they are (ASCII letters without case): the
         :func:`case_stable` rendered forms with their numbers (others empty: none), then
         the :func:`_case_triggers` of the others, numbered from the number of forms on."""
-        patterns, _by_pattern = self.rendered_patterns()
-        stable = [pattern if case_stable(pattern) else "" for pattern in patterns]
-        return [*stable, *_case_triggers(patterns)]
+        screen = self._screen
+        if screen is None:
+            patterns, _by_pattern = self.rendered_patterns()
+            stable = [pattern if case_stable(pattern) else "" for pattern in patterns]
+            screen = self._screen = [*stable, *_case_triggers(patterns)]
+        return screen
 
     def prepare_rendered(self) -> RenderedMatchers:
         """Build (or load from the cache folder) the matchers of :meth:`rendered_found`.
@@ -653,3 +658,56 @@ def build_bucket(
         engine=engine,
         cache_dir=cache_dir,
     )
+
+
+BUCKET_CACHE = "buckets"
+"""Sub-folder of the rule cache holding built buckets (:func:`cached_bucket`)."""
+
+
+def literals_fingerprint(literals: Literals | None) -> str:
+    """A digest of one rule's literal set (what :func:`build_bucket` reads of the rule)."""
+    text = repr(sorted(literals)) if literals else "-"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cached_bucket(
+    rules: Sequence[Any],
+    literals: Sequence[Literals | None],
+    key: str,
+    engine: str | None = None,
+    cache_dir: Path | None = None,
+) -> Bucket:
+    """:func:`build_bucket` with its patterns made (:meth:`Bucket.rendered_patterns`,
+    :meth:`Bucket.screen_patterns`), kept in the cache folder under ``key``.
+
+    Building the buckets one pass over the corpus meets (80, 22,000 literals) takes
+    ~0.1 s of Python loops; loading them ~10 ms. ``key`` must name the rules' literal sets
+    in order (:meth:`RuleSet` hashes their :func:`literals_fingerprint`): an entry is
+    never wrong for other rules, only absent.
+    """
+
+    def build() -> Bucket:
+        bucket = build_bucket(rules, literals, engine, cache_dir)
+        bucket.screen_patterns()  # and the rendered patterns it is made from
+        return bucket
+
+    def dump(bucket: Bucket) -> bytes:
+        made = (
+            bucket.always,
+            bucket.payloads,
+            bucket.rendered_patterns(),
+            bucket.screen_patterns(),
+        )
+        return pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(data: bytes) -> Bucket:
+        try:
+            always, payloads, patterns, screen = pickle.loads(data)
+        except Exception as error:  # a damaged entry is built again
+            raise ValueError(str(error)) from error
+        return Bucket(
+            rules, always, payloads, engine, cache_dir, _patterns=patterns, _screen=screen
+        )
+
+    entry = None if cache_dir is None else cache_dir / BUCKET_CACHE / f"{key}.pickle"
+    return cached_database(entry, load, build, dump)

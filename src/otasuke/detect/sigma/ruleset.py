@@ -12,6 +12,7 @@ in the :class:`~otasuke.detect.engine.Detector`, not here (a rule set is shared)
 from __future__ import annotations
 
 import gc
+import hashlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,10 +21,18 @@ from typing import Any, Literal, NamedTuple, Protocol, cast
 
 from otasuke.detect.detection import Detection, DetectionSource
 from otasuke.detect.sigma import native
-from otasuke.detect.sigma.cache import default_cache_dir
+from otasuke.detect.sigma.cache import ENGINE_VERSION, default_cache_dir
 from otasuke.detect.sigma.correlation import CorrelationSpec
 from otasuke.detect.sigma.filters import apply_filters
-from otasuke.detect.sigma.index import Bucket, IndexKey, build_bucket, index_keys, required_literals
+from otasuke.detect.sigma.index import (
+    Bucket,
+    IndexKey,
+    build_bucket,
+    cached_bucket,
+    index_keys,
+    literals_fingerprint,
+    required_literals,
+)
 from otasuke.detect.sigma.mappings import EventSources, sigma_event
 from otasuke.detect.sigma.rules import (
     BUNDLED_DIR,
@@ -145,6 +154,8 @@ class RuleSet:
         """Ids of rules that only feed correlations (``generate: false``): no own alert."""
         self._by_key: dict[IndexKey, list[int]] = {}
         self._literals = [required_literals(rule.tree) for rule in self.compiled]
+        self._fingerprints: dict[int, str] = {}
+        """Per rule position, its :func:`literals_fingerprint` (made when first needed)."""
         for position, rule in enumerate(self.compiled):
             for key in index_keys(rule.tree):
                 self._by_key.setdefault(key, []).append(position)
@@ -365,13 +376,29 @@ class RuleSet:
     def _bucket_of(self, positions: Sequence[int]) -> Bucket:
         bucket = self._by_positions.get(tuple(positions))
         if bucket is None:
-            bucket = build_bucket(
-                [self.compiled[p] for p in positions],
-                [self._literals[p] for p in positions],
-                cache_dir=self.cache_dir,
-            )
+            rules = [self.compiled[p] for p in positions]
+            literals = [self._literals[p] for p in positions]
+            if self.cache_dir is None:
+                bucket = build_bucket(rules, literals)
+            else:
+                bucket = cached_bucket(
+                    rules, literals, self._bucket_key(positions), None, self.cache_dir
+                )
             self._by_positions[tuple(positions)] = bucket
         return bucket
+
+    def _bucket_key(self, positions: Sequence[int]) -> str:
+        """The cache name of the bucket of these rules: their literal sets, in order."""
+        fingerprints = self._fingerprints
+        digest = hashlib.sha256(ENGINE_VERSION.encode())
+        for position in positions:
+            fingerprint = fingerprints.get(position)
+            if fingerprint is None:
+                fingerprint = fingerprints[position] = literals_fingerprint(
+                    self._literals[position]
+                )
+            digest.update(fingerprint.encode())
+        return digest.hexdigest()
 
 
 def silent_rules(correlations: Sequence[Correlation]) -> frozenset[str]:
