@@ -97,9 +97,27 @@ def flatten_event(dict event, dict system, dict attribute_names, frozenset skip,
     return fields
 
 
+cdef object _NOT_PLAIN = object()
+
+
+cdef object _plain_value(object value):
+    """``_value`` of a scalar (itself) or of a list of scalars (a copy: ``_scalar`` keeps
+    each); ``_NOT_PLAIN`` for anything else (the Python code takes it)."""
+    cdef object item
+    if _is_scalar(value):
+        return value
+    if type(value) is not list:
+        return _NOT_PLAIN
+    for item in <list>value:
+        if not _is_scalar(item):
+            return _NOT_PLAIN
+    return list(<list>value)
+
+
 cdef bint _copy_payload(object payload, dict fields, dict system, frozenset special):
-    """``_flatten_payload`` at the top level, for elements of scalars and ``#text`` wrappers
-    of scalars (``{"Data": {"#text": "…"}}``); False for anything nested deeper."""
+    """``_flatten_payload`` at the top level, for elements of scalars, lists of scalars and
+    ``#text`` wrappers of either (``{"Data": {"#text": ["…", "…"]}}``, classic logs'
+    unnamed values); False for anything nested deeper."""
     cdef object key, value, text
     cdef bint plain = True
     if payload is None:
@@ -122,7 +140,8 @@ cdef bint _copy_payload(object payload, dict fields, dict system, frozenset spec
             if "#text" not in <dict>value:
                 return False  # a nested element: flattened by its leaves in Python
             value = (<dict>value)["#text"]
-        if not _is_scalar(value):
+        value = _plain_value(value)
+        if value is _NOT_PLAIN:
             return False
         if key == "#text":
             fields.setdefault("Data", value)
