@@ -13,6 +13,13 @@ def flatten_event(
     special: frozenset[str],
 ) -> dict[str, Any] | None: ...
 def rendered_key(text: str) -> tuple[str | None, str] | None: ...
+def flat_record(
+    record: Any,
+    attribute_names: dict[str, dict[Any, str]],
+    skip: frozenset[str],
+    special: frozenset[str],
+    make: Callable[..., Any],
+) -> Any: ...
 
 class Lowered(dict[str, Any]):
     def __init__(self, original: dict[str, Any]) -> None: ...

@@ -114,6 +114,54 @@ cdef object _plain_value(object value):
     return list(<list>value)
 
 
+from datetime import datetime as _datetime
+
+_fromisoformat = _datetime.fromisoformat
+
+
+def flat_record(object record, dict attribute_names, frozenset skip, frozenset special,
+                object make):
+    """``otasuke.ingest.parsers.evtx._flatten`` of the usual record in one call:
+    :func:`flatten_event`, the renderer's time (``YYYY-MM-DDTHH:MM:SS.ffffffZ``), the
+    computer name and an integer record id, as the named tuple ``make`` of (fields, time,
+    host, record_id).
+    None for anything else (the Python code then decides, errors included)."""
+    cdef object event, system, fields, value, host, record_id
+    cdef str text
+    if type(record) is not dict:
+        return None
+    event = (<dict>record).get("Event")
+    if type(event) is not dict:
+        return None
+    system = (<dict>event).get("System")
+    if type(system) is not dict:
+        return None
+    fields = flatten_event(event, system, attribute_names, skip, special)
+    if fields is None:
+        return None
+    value = (<dict>fields).get("TimeCreated")
+    if type(value) is not str:
+        return None
+    text = <str>value
+    if not (len(text) == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T"
+            and text[4] == "-" and text[7] == "-" and text[13] == ":" and text[16] == ":"
+            and text.isascii()):
+        return None
+    try:
+        value = _fromisoformat(text)
+    except ValueError:
+        return None
+    host = (<dict>fields).get("Computer")
+    if type(host) is not str:
+        if host is not None and isinstance(host, str):
+            return None
+        host = None
+    record_id = (<dict>fields).get("EventRecordID")
+    if type(record_id) is not int and record_id is not None:
+        return None  # a string or anything else: the Python code reads it
+    return tuple.__new__(make, (fields, value, host, record_id))  # a named tuple's _make
+
+
 cdef bint _copy_payload(object payload, dict fields, dict system, frozenset special):
     """``_flatten_payload`` at the top level, for elements of scalars, lists of scalars and
     ``#text`` wrappers of either (``{"Data": {"#text": ["…", "…"]}}``, classic logs'

@@ -36,6 +36,7 @@ CTX = ParseContext(sensor="test")
 
 def python_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(evtx_module, "_compiled_flatten", None)
+    monkeypatch.setattr(evtx_module, "_compiled_flat_record", None)
     monkeypatch.setattr(view_module, "_view_original", None)
 
 
