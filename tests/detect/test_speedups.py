@@ -221,3 +221,35 @@ def test_lowered_values_are_the_same(original: dict[str, Any], names: list[str])
         assert compiled.get(name, "d") == python.get(name, "d")
     assert dict(compiled) == dict(python)
     assert "absent" not in compiled or compiled["absent"] is None
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        {"EventRecordID": "12"},
+        {"EventRecordID": True},
+        {"EventRecordID": 1.5},
+        {"EventRecordID": None, "Computer": 7},
+        {"TimeCreated": {"#attributes": {"SystemTime": "2025-11-27 07:40:10+09:00"}}},
+        {"TimeCreated": {"#attributes": {"SystemTime": "2025-13-27T07:40:10.165324Z"}}},
+        {"TimeCreated": {"#attributes": {"SystemTime": 20251127}}},
+    ],
+)
+def test_odd_times_hosts_and_ids_read_alike(
+    system: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the compiled record reader leaves to Python (or refuses) ends the same."""
+    record = {
+        "Event": {
+            "System": {
+                "EventID": 4688,
+                "Channel": "Security",
+                "Computer": "pc",
+                "EventRecordID": 3,
+                "TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.165324Z"}},
+                **system,
+            },
+            "EventData": {"NewProcessName": "C:\\x.exe"},
+        }
+    }
+    both_ways(record, monkeypatch)
