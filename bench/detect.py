@@ -6,7 +6,10 @@ Run from the repository root::
 
 Each variant runs in its own subprocess (so its peak RSS is its own) over the EVTX files
 of ``<corpus>/evtx`` taken ``--repeat`` times, and prints one JSON line; the parent prints
-the table and the ratios. See bench/README.md for what each variant measures.
+the table and the ratios. A shared machine's speed drifts by ±10 % within minutes, so the
+variants other than (b) run ``--rounds`` times, interleaved (a, c, d, c′, a, c, …): each
+rate is the median of its rounds and each ratio the median of the ratios of the same
+round. See bench/README.md for what each variant measures.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -418,10 +422,35 @@ def speedups_built() -> str:
     return f"otasuke._speedups built ({screen})"
 
 
+ROUNDED = ("a", "c", "d", "c-decoded")
+"""The variants run ``--rounds`` times ((b) takes minutes and moves less than the ratios)."""
+
+
+def rate_of(result: dict[str, Any]) -> float:
+    return float(result["events"] / result["seconds"]) if result["seconds"] else 0.0
+
+
+def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median rate (its other figures with it), with every round's rate."""
+    ordered = sorted(runs, key=rate_of)
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["round_rates"] = [rate_of(r) for r in runs]
+    return chosen
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     def rate(v: str) -> float:
-        r = results[v]
-        return float(r["events"] / r["seconds"]) if r["seconds"] else 0.0
+        return rate_of(results[v])
+
+    def ratio(top: str, bottom: str) -> float:
+        """The median over rounds of top/bottom measured in the same round."""
+        tops = results[top].get("round_rates", [rate(top)])
+        bottoms = results[bottom].get("round_rates", [rate(bottom)])
+        if len(tops) == len(bottoms):
+            return float(
+                statistics.median([t / b for t, b in zip(tops, bottoms, strict=True) if b])
+            )
+        return rate(top) / rate(bottom)
 
     lines = [
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs ({cpu_model()}) · "
@@ -441,11 +470,21 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {matches} | {fired} | {ready} |"
         )
     cold, warm = results["load-cold"], results["c"]
+    rounds = len(results["c"].get("round_rates", [0]))
+    per_round = (
+        "   ".join(
+            f"{c / a:.0%}"
+            for c, a in zip(results["c"]["round_rates"], results["a"]["round_rates"], strict=True)
+        )
+        if "round_rates" in results["c"]
+        else ""
+    )
     lines += [
         "",
-        f"c/b = {rate('c') / rate('b'):.1f}×   c/a = {rate('c') / rate('a'):.0%}   "
-        f"d/b = {rate('d') / rate('b'):.1f}×   d/a = {rate('d') / rate('a'):.0%}   "
-        f"c′/b = {rate('c-decoded') / rate('b'):.1f}×   c′/a = {rate('c-decoded') / rate('a'):.0%}",
+        f"c/b = {rate('c') / rate('b'):.1f}×   c/a = {ratio('c', 'a'):.0%}   "
+        f"d/b = {rate('d') / rate('b'):.1f}×   d/a = {ratio('d', 'a'):.0%}   "
+        f"c′/b = {rate('c-decoded') / rate('b'):.1f}×   c′/a = {ratio('c-decoded', 'a'):.0%}",
+        f"{rounds} rounds (medians above); c/a by round: {per_round}",
         f"rule loading: {cold['rules']:,} rules ({cold['refused']} refused), "
         f"cold {cold['load_seconds']:.2f} s (no cache), warm {warm['load_seconds']:.2f} s "
         f"(compiled-rule cache); SQLite backend: {results['b']['rules']:,} rules converted "
@@ -462,6 +501,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--rules", type=Path, action="append", help="default: bundled rules")
     parser.add_argument("--workers", type=int, default=2, help="processes of variant d")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="runs of (a), (c), (d), (c′), interleaved"
+    )
     parser.add_argument("--variant", choices=[*RUNNERS], help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
@@ -494,8 +536,13 @@ def main() -> None:
         return
     try:
         results = {"load-cold": run_child("load", args, cache_dir)}  # fills the cache
-        for variant in VARIANTS:
-            results[variant] = run_child(variant, args, cache_dir)
+        results["b"] = run_child("b", args, cache_dir)
+        runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in ROUNDED}
+        for _round in range(max(args.rounds, 1)):
+            for variant in ROUNDED:
+                runs[variant].append(run_child(variant, args, cache_dir))
+        for variant in ROUNDED:
+            results[variant] = median_round(runs[variant])
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() if args.json else "")
