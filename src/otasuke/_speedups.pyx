@@ -337,7 +337,7 @@ cdef class Lowered(dict):
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from posix.dlfcn cimport RTLD_LOCAL, RTLD_NOW, dlopen, dlsym
 
 ctypedef int (*hs_match_f)(unsigned int, unsigned long long, unsigned long long,
@@ -555,6 +555,23 @@ cdef class BucketScreen:
         free(self.pattern_literals)
 
 
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object)
+    void *PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    int PyUnicode_1BYTE_KIND
+
+cdef extern from "string.h":
+    void *memmem(const void *, size_t, const void *, size_t) nogil
+    void *memchr(const void *, int, size_t) nogil
+    int memcmp(const void *, const void *, size_t) nogil
+
+cdef object _SLOW = object()
+cdef bytes _B_WINDOWS_EVENT = _WINDOWS_EVENT.encode("ascii")
+cdef bytes _B_SYSTEM_FIRST = _SYSTEM_FIRST.encode("ascii")
+DEF _KEY_ROOM = 128
+
+
 cdef class RecordScreen:
     """The rules' literal screen over a file's ``records_json()`` items, in one loop.
 
@@ -575,6 +592,13 @@ cdef class RecordScreen:
     cdef unsigned char *marks
     cdef Py_ssize_t room
     cdef public Py_ssize_t ruled_out
+    # the last key read, by its raw channel and event id text (records of a file mostly
+    # share a few keys): the same raw text gives the same key, with nothing allocated
+    cdef object last_key
+    cdef char last_channel[_KEY_ROOM]
+    cdef char last_event_id[_KEY_ROOM]
+    cdef Py_ssize_t last_channel_length
+    cdef Py_ssize_t last_event_id_length
 
     def __cinit__(self):
         self.scratch = NULL
@@ -597,6 +621,78 @@ cdef class RecordScreen:
         free(self.hits)
         free(self.found)
         free(self.marks)
+
+    cdef object _key(self, str text):
+        """``rendered_key(text)`` for the usual record (one-byte text, renderer's prefix,
+        a plain EventID, a quoted Channel): found with memmem, the last key reused when
+        the raw text is the same. ``_SLOW`` for anything else: ``rendered_key`` decides."""
+        if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+            return _SLOW
+        cdef const char *data = <const char *>PyUnicode_DATA(text)
+        cdef Py_ssize_t size = PyUnicode_GET_LENGTH(text), at, system, end, i
+        cdef Py_ssize_t id_start, id_end, channel_start, channel_end
+        cdef const char *found
+        if size >= len(_B_WINDOWS_EVENT) and memcmp(
+                data, <const char *>_B_WINDOWS_EVENT, len(_B_WINDOWS_EVENT)) == 0:
+            at = len(_B_WINDOWS_EVENT)
+        elif size >= len(_B_SYSTEM_FIRST) and memcmp(
+                data, <const char *>_B_SYSTEM_FIRST, len(_B_SYSTEM_FIRST)) == 0:
+            at = len(_B_SYSTEM_FIRST)
+        else:
+            return _SLOW
+        system = at
+        found = <const char *>memmem(data + at, size - at, b'"EventID":', 10)
+        if found == NULL:
+            return _SLOW
+        at = found - data
+        if at != system and memcmp(data + at - 3, b"}},", 3) != 0:
+            return _SLOW
+        at += 10
+        found = <const char *>memchr(data + at, ord(","), size - at)
+        if found == NULL:
+            return _SLOW
+        end = found - data
+        id_start, id_end = at, end
+        if id_end - id_start >= 2 and data[id_start] == b'"' and data[id_end - 1] == b'"':
+            id_start += 1
+            id_end -= 1
+        if id_end - id_start < 1 or id_end - id_start > 20:
+            return _SLOW
+        if data[id_start] == b"0" and id_end - id_start > 1:
+            return _SLOW  # leading zeros: rendered_key writes the number again
+        for i in range(id_start, id_end):
+            if data[i] < b"0" or data[i] > b"9":
+                return _SLOW
+        found = <const char *>memmem(data + end, size - end, b'"Channel":', 10)
+        if found == NULL:
+            return _SLOW
+        at = found - data + 10
+        if at >= size or data[at] != b'"':
+            return _SLOW
+        at += 1
+        found = <const char *>memchr(data + at, ord('"'), size - at)
+        if found == NULL:
+            return _SLOW
+        channel_start, channel_end = at, found - data
+        if memchr(data + channel_start, ord("\\"), channel_end - channel_start) != NULL:
+            return _SLOW
+        if size - channel_end - 1 < 12 or memcmp(data + channel_end + 1, b',"Computer":', 12) != 0:
+            return _SLOW
+        if (self.last_key is not None
+                and channel_end - channel_start == self.last_channel_length
+                and id_end - id_start == self.last_event_id_length
+                and memcmp(data + channel_start, self.last_channel,
+                           channel_end - channel_start) == 0
+                and memcmp(data + id_start, self.last_event_id, id_end - id_start) == 0):
+            return self.last_key
+        key = (text[channel_start:channel_end].lower(), text[id_start:id_end])
+        if channel_end - channel_start <= _KEY_ROOM:
+            memcpy(self.last_channel, data + channel_start, channel_end - channel_start)
+            memcpy(self.last_event_id, data + id_start, id_end - id_start)
+            self.last_channel_length = channel_end - channel_start
+            self.last_event_id_length = id_end - id_start
+            self.last_key = key
+        return key
 
     cdef BucketScreen _entry(self, object key):
         cdef BucketScreen entry = self.screen_of(key)
@@ -674,7 +770,12 @@ cdef class RecordScreen:
             data = (<dict>item).get("data")
             if type(data) is not str:
                 return item, None
-            key = rendered_key(data) if self.compiled_key else self.key_of(data)
+            if self.compiled_key:
+                key = self._key(data)
+                if key is _SLOW:
+                    key = rendered_key(data)
+            else:
+                key = self.key_of(data)
             if key is None:
                 return item, None
             entry = self.entries.get(key)

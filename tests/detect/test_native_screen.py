@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from otasuke.detect.sigma import RuleSet, native
 from otasuke.detect.sigma.index import PREFILTER_CACHE, Bucket, build_bucket
-from otasuke.ingest.parsers.evtx import EvtxParser
-from tests.detect.test_rendered_screen import PICKS, cut_literals, records, view_of
+from otasuke.ingest.parsers.evtx import EvtxParser, rendered_key
+from tests.detect.test_rendered_screen import KEY_TEXTS, PICKS, cut_literals, records, view_of
 
 if not native.available():  # pragma: no cover - depends on the machine
     if os.environ.get("CI") == "true":
@@ -208,3 +208,43 @@ def test_databases_are_kept_and_a_damaged_one_is_rebuilt(tmp_path: Path) -> None
     assert all(p.read_bytes() != b"damaged" for p in entries.values())
     with pytest.raises(ValueError, match="not a Hyperscan database"):
         _speedups.LiteralDatabase.load(b"damaged", 1)
+
+
+WINDOWS_OPENING = (
+    '{"Event":{"#attributes":{"xmlns":"http://schemas.microsoft.com/win/2004/08/events/event"},'
+    '"System":{'
+)
+RENDERED = st.builds(
+    lambda head, event_id, channel, tail: (
+        f'{head}"EventID":{event_id},"Version":5,"Channel":{channel},"Computer":"pc"}}{tail}'
+    ),
+    st.sampled_from([WINDOWS_OPENING, '{"Event":{"System":{', '{"Event":{"System":{"A":{}},']),
+    st.sampled_from(["1", "4688", '"7"', "007", '""', "12345678901234567890123", "-1", "1 "]),
+    st.sampled_from(
+        [
+            '"Security"',
+            '"Microsoft-Windows-Sysmon/Operational"',
+            "null",
+            '"a\\b"',
+            '"Sécurité"',
+            '"Журнал"',
+            '"x"',
+        ]
+    ),
+    st.sampled_from(["}", ',"EventData":{"Channel":"other"}}}']),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts=st.lists(RENDERED | KEY_TEXTS, min_size=1, max_size=8))
+def test_the_screen_reads_keys_as_rendered_key_does(texts: list[str]) -> None:
+    """The compiled screen's own key reading (and its reuse of the last key): every text
+    of a stream gets rendered_key's key, or comes back unscreened where that is None."""
+    bucket = build_bucket([0], [None])  # one rule evaluated on every record: all pass
+    screen = _speedups.RecordScreen(
+        _speedups.rendered_key, lambda _key: bucket.native_screen(), lambda key, *_rest: key
+    )
+    stream = iter([{"data": text} for text in texts])
+    for text in texts:
+        _item, key = screen.next_passing(stream)
+        assert key == rendered_key(text), text
