@@ -460,6 +460,8 @@ class Bucket:
     _lowered: LiteralMatcher | None = None
     _native: Any = None
     _screen: list[str] | None = None
+    key: str | None = None
+    """The bucket's name in the cache folder (:func:`cached_bucket`), when kept there."""
 
     @property
     def matcher(self) -> LiteralMatcher | None:
@@ -710,4 +712,6 @@ def cached_bucket(
         )
 
     entry = None if cache_dir is None else cache_dir / BUCKET_CACHE / f"{key}.pickle"
-    return cached_database(entry, load, build, dump)
+    bucket = cached_database(entry, load, build, dump)
+    bucket.key = key
+    return bucket

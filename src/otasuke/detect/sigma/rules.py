@@ -8,7 +8,9 @@ becomes a :class:`RuleRefusal` with the reason, never an exception.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,6 +105,9 @@ class RuleTree:
     """Set for a correlation rule (相関ルール); ``tree`` is then empty."""
     filter: FilterSpec | None = None
     """Set for a filter (除外フィルタ); ``tree`` is its condition."""
+    digest: str = ""
+    """SHA-256 of the pickled ``tree`` (made with it, kept in the rule cache): names the
+    rule's condition where a cache keeps what is made of it (rule buckets)."""
     code: bytes | None = None
     """A rule's generated function, marshalled (:func:`~otasuke.detect.sigma.codegen.predicate_code`):
     made once with the tree and kept with it in the rule cache. None: closures."""
@@ -128,6 +133,8 @@ class CompiledRule:
     """False: evaluated only on non-Windows events of a log source it accepts."""
     name: str | None = None
     logsource: LogSource = LogSource()  # noqa: RUF009 - frozen, shared on purpose
+    digest: str = ""
+    """The tree's :attr:`RuleTree.digest` ("" when not known)."""
 
 
 def compiled(rule: RuleTree) -> CompiledRule:
@@ -150,6 +157,7 @@ def compiled(rule: RuleTree) -> CompiledRule:
         windows=rule.windows,
         name=rule.name,
         logsource=rule.logsource,
+        digest=rule.digest,
     )
 
 
@@ -394,7 +402,8 @@ def _compile_rule(
     windows = applies_to_windows(rule, tree)
     info = rule_info(rule, path)
     code = predicate_code(tree, info.id)
-    return RuleTree(info, tree, windows, notes, rule.name, logsource, code=code)
+    digest = hashlib.sha256(pickle.dumps(tree, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    return RuleTree(info, tree, windows, notes, rule.name, logsource, digest=digest, code=code)
 
 
 def applies_to_windows(rule: SigmaRule, tree: Node) -> bool:

@@ -393,10 +393,11 @@ class RuleSet:
         digest = hashlib.sha256(ENGINE_VERSION.encode())
         for position in positions:
             fingerprint = fingerprints.get(position)
-            if fingerprint is None:
-                fingerprint = fingerprints[position] = literals_fingerprint(
+            if fingerprint is None:  # the tree's digest names its literals (same engine)
+                fingerprint = self.compiled[position].digest or literals_fingerprint(
                     self._literals[position]
                 )
+                fingerprints[position] = fingerprint
             digest.update(fingerprint.encode())
         return digest.hexdigest()
 
