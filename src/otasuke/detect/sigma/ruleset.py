@@ -155,7 +155,8 @@ class RuleSet:
         self._by_key: dict[IndexKey, list[int]] = {}
         self._literals = [required_literals(rule.tree) for rule in self.compiled]
         self._fingerprints: dict[int, str] = {}
-        """Per rule position, its :func:`literals_fingerprint` (made when first needed)."""
+        """Per rule position, what names it in a bucket's cache key: its tree's digest, or
+        for a tree made without one its :func:`literals_fingerprint` (made when needed)."""
         for position, rule in enumerate(self.compiled):
             for key in index_keys(rule.tree):
                 self._by_key.setdefault(key, []).append(position)
