@@ -67,13 +67,6 @@ def bound_predicate(code: bytes, node: Node) -> Predicate | None:
     return made if callable(made) else None
 
 
-def generated_predicate(node: Node, name: str = "rule") -> Predicate:
-    """The generated function of ``node`` made now; the closure if generation fails."""
-    code = predicate_code(node, name)
-    made = bound_predicate(code, node) if code is not None else None
-    return made if made is not None else predicate(node)
-
-
 def _plain(node: Node) -> bool:
     """A field test written out in the source (else a closure is called)."""
     return (

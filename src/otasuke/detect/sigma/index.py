@@ -267,18 +267,28 @@ _Database = TypeVar("_Database")
 
 
 def database_entry(
-    cache_dir: Path | None, tag: str, plain: Iterable[tuple[int, str]]
+    cache_dir: Path | None,
+    tag: str,
+    plain: Iterable[tuple[int, str]],
+    named_by: str | None = None,
 ) -> Path | None:
     """Where the database of these (number, literal) pairs is kept in the cache folder.
 
     Entries are named by the SHA-256 of ``tag`` (the engine, its version, its flags) and
     the literals: content-addressed, so a rule change makes a new entry, never a wrong one.
+    ``named_by``: a name that already stands for the literals (a cached bucket's key), so
+    they need not be hashed again.
     """
     if cache_dir is None:
         return None
+    if named_by is not None:
+        return cache_dir / PREFILTER_CACHE / f"{named_by}-{_digest(tag)[:16]}.hs"
     named = "".join([f"{number}:{len(literal)}:{literal}" for number, literal in plain])
-    digest = hashlib.sha256(f"{tag}\0{named}".encode("utf-8", "surrogatepass"))
-    return cache_dir / PREFILTER_CACHE / f"{digest.hexdigest()}.hs"
+    return cache_dir / PREFILTER_CACHE / f"{_digest(tag + chr(0) + named)}.hs"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def cached_database(
@@ -684,8 +694,8 @@ def cached_bucket(
 
     Building the buckets one pass over the corpus meets (80, 22,000 literals) takes
     ~0.1 s of Python loops; loading them ~10 ms. ``key`` must name the rules' literal sets
-    in order (:meth:`RuleSet` hashes their :func:`literals_fingerprint`): an entry is
-    never wrong for other rules, only absent.
+    in order (:meth:`RuleSet` hashes the engine version and each rule's tree digest, or
+    its :func:`literals_fingerprint`): an entry is never wrong for other rules, only absent.
     """
 
     def build() -> Bucket:

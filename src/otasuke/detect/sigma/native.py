@@ -17,12 +17,10 @@ binding's are.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from otasuke.detect.sigma.index import PREFILTER_CACHE, cached_database, database_entry
+from otasuke.detect.sigma.index import cached_database, database_entry
 
 if TYPE_CHECKING:
     from otasuke.detect.sigma.index import Bucket
@@ -81,11 +79,8 @@ def bucket_screen(bucket: Bucket) -> Any:
 
 def _database(patterns: list[str], bucket: Bucket) -> Any:
     tag = f"libhs {hyperscan_library()} caseless"
-    if bucket.key is not None and bucket.cache_dir is not None:
-        # a bucket from the cache: its key names its literals, hence its patterns
-        entry: Path | None = bucket.cache_dir / PREFILTER_CACHE / f"{bucket.key}-{_name(tag)}.hs"
-    else:
-        entry = database_entry(bucket.cache_dir, tag, enumerate(patterns))
+    # a bucket from the cache: its key names its literals, hence its patterns
+    entry = database_entry(bucket.cache_dir, tag, enumerate(patterns), bucket.key)
 
     def compile_patterns() -> Any:
         # An empty pattern stands for none: one that cannot occur in UTF-8 keeps its number.
@@ -99,10 +94,6 @@ def _database(patterns: list[str], bucket: Bucket) -> Any:
         compile_patterns,
         lambda database: database.dump(),
     )
-
-
-def _name(tag: str) -> str:
-    return hashlib.sha256(tag.encode()).hexdigest()[:16]
 
 
 _NEVER = b"\xff\xfe\xff"
