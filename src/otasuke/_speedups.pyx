@@ -122,8 +122,9 @@ _fromisoformat = _datetime.fromisoformat
 def flat_record(object record, dict attribute_names, frozenset skip, frozenset special,
                 object make):
     """``otasuke.ingest.parsers.evtx._flatten`` of the usual record in one call:
-    :func:`flatten_event`, the renderer's time (``YYYY-MM-DDTHH:MM:SS.ffffffZ``), the
-    computer name and an integer record id, as the named tuple ``make`` of (fields, time,
+    :func:`flatten_event`, the renderer's time (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, or 7 to
+    9 digits of fraction as other exporters write), the computer name and a record id
+    (an integer, or a string of digits), as the named tuple ``make`` of (fields, time,
     host, record_id).
     None for anything else (the Python code then decides, errors included)."""
     cdef object event, system, fields, value, host, record_id
@@ -143,10 +144,14 @@ def flat_record(object record, dict attribute_names, frozenset skip, frozenset s
     if type(value) is not str:
         return None
     text = <str>value
-    if not (len(text) == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T"
-            and text[4] == "-" and text[7] == "-" and text[13] == ":" and text[16] == ":"
-            and text.isascii()):
+    if not (27 <= len(text) <= 30 and text[len(text) - 1] == "Z" and text[19] == "."
+            and text[10] == "T" and text[4] == "-" and text[7] == "-" and text[13] == ":"
+            and text[16] == ":" and text.isascii()):
         return None
+    if len(text) > 27:  # 7 to 9 digits of fraction: microseconds are the first six
+        if not text[26:len(text) - 1].isdigit():
+            return None
+        text = text[:26] + "Z"
     try:
         value = _fromisoformat(text)
     except ValueError:
@@ -157,8 +162,11 @@ def flat_record(object record, dict attribute_names, frozenset skip, frozenset s
             return None
         host = None
     record_id = (<dict>fields).get("EventRecordID")
-    if type(record_id) is not int and record_id is not None:
-        return None  # a string or anything else: the Python code reads it
+    if type(record_id) is str and 0 < len(<str>record_id) <= 20 and (
+            (<str>record_id).isascii() and (<str>record_id).isdigit()):
+        record_id = int(record_id)
+    elif type(record_id) is not int and record_id is not None:
+        return None  # anything else: the Python code reads it
     return tuple.__new__(make, (fields, value, host, record_id))  # a named tuple's _make
 
 

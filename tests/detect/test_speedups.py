@@ -227,6 +227,12 @@ def test_lowered_values_are_the_same(original: dict[str, Any], names: list[str])
     "system",
     [
         {"EventRecordID": "12"},
+        {"EventRecordID": " 12 "},
+        {"EventRecordID": "-12"},
+        {"EventRecordID": "１２"},
+        {"TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.1653246Z"}}},
+        {"TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.165324999Z"}}},
+        {"TimeCreated": {"#attributes": {"SystemTime": "2025-11-27T07:40:10.16532x9Z"}}},
         {"EventRecordID": True},
         {"EventRecordID": 1.5},
         {"EventRecordID": None, "Computer": 7},
